@@ -1,0 +1,157 @@
+"""Route a call to a provider: candidates, capacity slot, transport, failover.
+
+Failover happens only before the first response byte: a transport failure or a
+502/503 answered by the agent moves on to the next candidate, up to
+``failover_attempts`` more. Whoever gets an :class:`Attempt` must close it, which
+frees the slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from inference_club.domain import routing
+from inference_club.domain.endpoints import Endpoint
+from inference_club.domain.providers import ProviderState
+from inference_club.errors import Busy, NoProvider, UpstreamError, UpstreamTimeout
+from inference_club.services.auth import Principal
+from inference_club.services.capacity import Capacity, CircuitBreaker
+from inference_club.services.registry import ProviderRegistry
+from inference_club.services.transports.base import (
+    Transports,
+    TransportTimeout,
+    TransportUnavailable,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from inference_club.settings import Settings
+
+log = logging.getLogger("inference_club.router")
+
+_FAILOVER_STATUSES = frozenset({502, 503})
+
+
+@dataclass(slots=True)
+class Attempt:
+    """An open upstream response holding a capacity slot until closed."""
+
+    provider: ProviderState
+    response: UpstreamResponse
+    slot: routing.SlotKey
+    started: float
+    _router: Router
+    _closed: bool = False
+
+    async def close(self, *, failed: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.response.aclose()
+        finally:
+            self._router.finish(self.slot, self.provider.id, failed=failed)
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ProviderRegistry,
+        capacity: Capacity,
+        breaker: CircuitBreaker,
+        transports: Transports,
+    ) -> None:
+        self._settings = settings
+        self.registry = registry
+        self.capacity = capacity
+        self.breaker = breaker
+        self.transports = transports
+        registry.on_change(self._sync_limits)
+
+    def _sync_limits(self, provider: ProviderState) -> None:
+        for service in provider.services:
+            self.capacity.set_limit((provider.id, service.index), service.max_concurrency)
+
+    def candidates(self, principal: Principal, endpoint: Endpoint, model: str) -> list[routing.Candidate]:
+        found = routing.candidates(
+            self.registry.all(),
+            user_id=principal.user_id,
+            preference=principal.routing_preference,
+            service_type=endpoint.service_type,
+            model=model,
+            now=time.time(),
+            online_window_s=self._settings.online_window_s,
+            required_feature=endpoint.required_feature,
+        )
+        return routing.order(found, load=self.capacity.load, is_open=self.breaker.is_open)
+
+    def require_candidates(self, principal: Principal, endpoint: Endpoint, model: str) -> list[routing.Candidate]:
+        found = self.candidates(principal, endpoint, model)
+        if not found:
+            feature = f" with feature {endpoint.required_feature!r}" if endpoint.required_feature else ""
+            raise NoProvider(
+                f"No online provider serving model {model!r} ({endpoint.service_type.value}{feature}) "
+                "for this user.",
+                param="model",
+            )
+        return found
+
+    async def open(
+        self,
+        principal: Principal,
+        endpoint: Endpoint,
+        request: UpstreamRequest,
+        *,
+        wait_s: float | None = None,
+        found: Sequence[routing.Candidate] | None = None,
+    ) -> Attempt:
+        """Open an upstream response on the best candidate, failing over before the first byte."""
+        remaining = list(found) if found is not None else self.require_candidates(principal, endpoint, request.model)
+        timeout = self._settings.queue_timeout_s if wait_s is None else wait_s
+        tries = 1 + self._settings.failover_attempts
+        last_error: Exception | None = None
+        for _ in range(tries):
+            if not remaining:
+                break
+            by_key = {c.slot_key: c for c in remaining}
+            slot = await self.capacity.acquire([c.slot_key for c in remaining], timeout_s=timeout)
+            if slot is None:
+                raise Busy(
+                    f"Every provider serving {request.model!r} is at capacity; try again shortly.",
+                    headers={"Retry-After": str(max(1, int(self._settings.queue_timeout_s)))},
+                )
+            candidate = by_key[slot]
+            remaining = [c for c in remaining if c.provider.id != candidate.provider.id]
+            started = time.monotonic()
+            try:
+                transport = self.transports.for_provider(candidate.provider)
+                response = await transport.send(candidate.provider, request)
+            except TransportUnavailable as exc:
+                log.warning("provider %s unavailable: %s", candidate.provider.name, exc)
+                self.finish(slot, candidate.provider.id, failed=True)
+                last_error = exc
+                continue
+            except TransportTimeout as exc:
+                self.finish(slot, candidate.provider.id, failed=True)
+                raise UpstreamTimeout(str(exc)) from exc
+            except BaseException:
+                self.finish(slot, candidate.provider.id, failed=False)
+                raise
+            if response.status in _FAILOVER_STATUSES and remaining:
+                log.warning("provider %s answered %s; failing over", candidate.provider.name, response.status)
+                await response.aclose()
+                self.finish(slot, candidate.provider.id, failed=True)
+                last_error = UpstreamError(f"provider answered {response.status}")
+                continue
+            return Attempt(candidate.provider, response, slot, started, self)
+        raise UpstreamError(f"No provider could serve the request: {last_error}")
+
+    def finish(self, slot: routing.SlotKey, provider_id: str, *, failed: bool) -> None:
+        self.capacity.release(slot)
+        if failed:
+            self.breaker.failure(provider_id)
+        else:
+            self.breaker.success(provider_id)

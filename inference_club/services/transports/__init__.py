@@ -1,0 +1,1 @@
+"""How the hub reaches an agent: the direct HTTP call or the agent's tunnel."""

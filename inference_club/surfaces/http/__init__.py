@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI routes, middleware and error rendering."""

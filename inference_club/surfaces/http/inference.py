@@ -1,0 +1,83 @@
+"""``/v1`` inference routes, one per entry of the endpoint table. Thin: read, call, answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from inference_club.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint
+from inference_club.errors import InvalidRequest
+from inference_club.services.bodies import MultipartBody
+from inference_club.services.executors import Call
+from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+from inference_club.surfaces.http.reading import read_inference_body
+from inference_club.surfaces.http.schemas import request_body_doc, response_doc
+
+router = APIRouter(tags=["inference"])
+
+
+def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
+    async def handle(request: Request, hub: HubDep, principal: PrincipalDep) -> Response:
+        # Multipart uploads are spooled to temporary files that vanish when the body is dropped.
+        body, model = await read_inference_body(request, endpoint)
+        if body.get("async") in (True, "true"):
+            if not endpoint.async_capable or isinstance(body, MultipartBody):
+                raise InvalidRequest(
+                    f"{endpoint.path} does not take \"async\": true with file uploads; they run synchronously.",
+                    param="async",
+                )
+            raise InvalidRequest(
+                "Async jobs are not enabled on this hub yet; send the request without \"async\".",
+                param="async",
+            )
+        body = body.without("async")
+        hub.router.require_candidates(principal, endpoint, model)
+        call = Call(
+            principal=principal,
+            endpoint=endpoint,
+            model=model,
+            body=body,
+            request_id=request_id(request),
+            base_url=base_url(request),
+        )
+        return await hub.executors.for_endpoint(endpoint).respond(call)
+
+    handle.__name__ = endpoint.name.replace(".", "_")
+    return handle
+
+
+for _endpoint in ENDPOINTS:
+    router.add_api_route(
+        _endpoint.path,
+        _handler(_endpoint),
+        methods=["POST"],
+        summary=_endpoint.summary,
+        operation_id=_endpoint.name.replace(".", "_"),
+        openapi_extra=request_body_doc(_endpoint),
+        responses=response_doc(_endpoint),
+        response_model=None,
+    )
+
+
+@router.get("/v1/audio/voices", summary="Voices a text-to-speech model offers.", response_model=None)
+async def list_voices(
+    request: Request,
+    hub: HubDep,
+    principal: PrincipalDep,
+    model: str = Query(..., min_length=1, description="The TTS model to ask."),
+) -> Response:
+    endpoint = BY_NAME["audio.speech"]
+    hub.router.require_candidates(principal, endpoint, model)
+    call = Call(
+        principal=principal,
+        endpoint=endpoint,
+        model=model,
+        body=None,
+        request_id=request_id(request),
+        base_url=base_url(request),
+        method="GET",
+        path="/v1/audio/voices",
+        query=request.url.query,
+    )
+    return await hub.executors.relay.respond(call)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import MultipartParseError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 

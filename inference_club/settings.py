@@ -7,11 +7,12 @@ anywhere else. Unsafe defaults are refused outside development (see ``check_safe
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DENIED_CIDRS = [
     "169.254.0.0/16",  # link-local, incl. cloud metadata 169.254.169.254
@@ -67,11 +68,11 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(
         600.0, gt=0, description="Longest silence from an agent while waiting for or reading an answer (504)."
     )
-    callback_allow_cidrs: list[str] = Field(
+    callback_allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="If set, direct-transport callback URLs must resolve into these networks (comma-separated or JSON list).",
     )
-    callback_deny_cidrs: list[str] = Field(
+    callback_deny_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_CIDRS),
         description="Networks callback URLs may never point into (default link-local and cloud metadata).",
     )
@@ -96,6 +97,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_cidrs(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             value = [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 

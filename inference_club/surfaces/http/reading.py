@@ -58,7 +58,7 @@ async def read_multipart(request: Request, *, max_files: int = 16, max_fields: i
     files: list[UploadPart] = []
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            spooled = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+            spooled = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
             size = 0
             while chunk := await value.read(256 * 1024):
                 spooled.write(chunk)
@@ -69,7 +69,7 @@ async def read_multipart(request: Request, *, max_files: int = 16, max_fields: i
                     field=name,
                     filename=value.filename or name,
                     content_type=value.content_type or "application/octet-stream",
-                    file=spooled,  # type: ignore[arg-type]
+                    file=spooled,
                     size=size,
                 )
             )

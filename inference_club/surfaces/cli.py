@@ -47,6 +47,11 @@ def _run(settings: Settings, work: Callable[[Accounts], Awaitable[T]]) -> T:
         sys.exit(1)
 
 
+def _settings_epilog() -> str:
+    names = ", ".join(f"IC_{name.upper()}" for name in Settings.model_fields)
+    return f"Every setting is also an environment variable: {names}. See docs/configuration.md."
+
+
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -59,14 +64,14 @@ data_dir_option = click.option(
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Every setting is also an environment variable IC_<NAME>; see docs/configuration.md.",
+    epilog=_settings_epilog(),
 )
 @click.version_option(__version__, prog_name="inference-club")
 def main() -> None:
     """inference-club: your own GPUs, one OpenAI-compatible API, from anywhere."""
 
 
-@main.command()
+@main.command(epilog=_settings_epilog())
 @click.option("--host", envvar="IC_HOST", show_envvar=True, default=None, help="Bind address [default: 127.0.0.1].")
 @click.option("--port", envvar="IC_PORT", show_envvar=True, type=int, default=None, help="Port [default: 8000].")
 @data_dir_option

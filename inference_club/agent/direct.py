@@ -1,0 +1,422 @@
+"""The direct transport: an HTTP server the hub calls at the agent's ``callback_url``.
+
+Contract (also in ``docs/agent-protocol.md``):
+
+- ``{METHOD} {callback_url}/relay/{service_type}/v1/{path}[?query]`` with headers
+  ``x-ic-agent-secret`` (the secret from the hub's last heartbeat answer),
+  ``x-ic-model`` (the model id the hub parsed from the request), ``x-request-id`` and
+  the client's ``content-type``; the body is the client's, streamed unchanged.
+- A wrong or missing secret answers 401 ``{"detail": ...}``; ``GET /healthz`` answers
+  200 without a secret; any other path answers 404 ``{"detail": "Not Found"}``.
+- The answer is the relay's status, headers and body, streamed.
+- When the hub goes away mid-request the engine request is aborted at once, even
+  while the engine is silent: ``receive`` is watched for ``http.disconnect``
+  concurrently with the relay, not only when the next chunk is sent.
+
+The app is plain ASGI (no framework) because it needs to own ``receive``: the same
+message stream carries the request body and the disconnect notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+import uvicorn
+
+from .relay import Relay, RelayStreamError, agent_error_response
+
+__all__ = [
+    "MODEL_HEADER",
+    "SECRET_HEADER",
+    "DirectApp",
+    "DirectServer",
+    "SecretBox",
+    "format_http_url",
+]
+
+log = logging.getLogger("inference_club.agent.direct")
+
+SECRET_HEADER = "x-ic-agent-secret"
+MODEL_HEADER = "x-ic-model"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_BODY_QUEUE_CHUNKS = 16
+
+
+class SecretBox:
+    """The current per-provider secret the hub must present (it may rotate it)."""
+
+    def __init__(self, secret: str | None = None) -> None:
+        self._secret: bytes | None = secret.encode() if secret else None
+
+    def __repr__(self) -> str:
+        return f"<SecretBox set={self._secret is not None}>"
+
+    @property
+    def is_set(self) -> bool:
+        return self._secret is not None
+
+    def set(self, secret: str | None) -> None:
+        """Accept ``secret`` from now on (``None`` or empty keeps the current one)."""
+        if secret:
+            self._secret = secret.encode()
+
+    def check(self, presented: bytes | None) -> bool:
+        """Constant-time comparison with the current secret."""
+        if self._secret is None or presented is None:
+            return False
+        return hmac.compare_digest(presented, self._secret)
+
+
+class DirectApp:
+    """The ASGI application of the direct transport."""
+
+    def __init__(self, relay: Relay, secrets: SecretBox) -> None:
+        self.relay = relay
+        self.secrets = secrets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path in ("/healthz", "/healthz/"):
+            await _send_json(send, 200, {"status": "ok"})
+            return
+        if not path.startswith("/relay/"):
+            await _send_json(send, 404, {"detail": "Not Found"})
+            return
+        headers = _headers(scope)
+        if not self.secrets.check(_raw_header(scope, SECRET_HEADER)):
+            detail = (
+                "invalid or missing x-ic-agent-secret"
+                if self.secrets.is_set
+                else "this agent has no secret from the hub yet (no heartbeat answered)"
+            )
+            await _send_json(send, 401, {"detail": detail})
+            return
+        target = _relay_target(scope)
+        if target is None:
+            await _send_relay_error(
+                send, 404, "invalid_request", "expected /relay/{service_type}/v1/{path}"
+            )
+            return
+        service_type, hub_path = target
+        model = headers.get(MODEL_HEADER, "")
+        if not model:
+            await _send_relay_error(
+                send, 400, "invalid_request", f"missing the {MODEL_HEADER} header"
+            )
+            return
+        await self._relay(scope, receive, send, service_type, model, hub_path, headers)
+
+    async def _relay(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service_type: str,
+        model: str,
+        hub_path: str,
+        headers: dict[str, str],
+    ) -> None:
+        body: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_BODY_QUEUE_CHUNKS)
+        gone = asyncio.Event()
+
+        async def read_messages() -> None:
+            # The only reader of `receive`: body chunks to the queue, then wait for
+            # the disconnect notice (which also comes once the response is complete).
+            more = True
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+                if message["type"] == "http.request" and more:
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        await body.put(chunk)
+                    more = bool(message.get("more_body", False))
+                    if not more:
+                        await body.put(None)
+
+        async def body_chunks() -> AsyncIterator[bytes]:
+            while (chunk := await body.get()) is not None:
+                yield chunk
+
+        response_started = False
+
+        async def pump() -> None:
+            nonlocal response_started
+            response = await self.relay.open(
+                service_type=service_type,
+                model=model,
+                method=scope["method"],
+                path=hub_path,
+                headers=headers,
+                body=body_chunks(),
+            )
+            async with response:
+                response_started = True
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": [
+                            (k.encode("latin-1"), v.encode("latin-1"))
+                            for k, v in response.headers
+                        ],
+                    }
+                )
+                async for chunk in response.aiter_bytes():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        pump_task = asyncio.create_task(pump())
+        reader_task = asyncio.create_task(read_messages())
+        gone_task = asyncio.create_task(gone.wait())
+        request_id = headers.get("x-request-id", "-")
+        try:
+            await asyncio.wait({pump_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+            if not pump_task.done():
+                log.info(
+                    "the hub went away: aborting %s %s (request_id=%s)",
+                    scope["method"],
+                    hub_path,
+                    request_id,
+                )
+        except asyncio.CancelledError:
+            # Only the server cancels this task: shutdown ran out of grace. Abort the
+            # engine request and end here rather than bubble up as an app crash.
+            log.warning(
+                "shutting down: aborting %s %s (request_id=%s)", scope["method"], hub_path, request_id
+            )
+            cancelled = True
+        else:
+            cancelled = False
+        finally:
+            for task in (pump_task, reader_task, gone_task):
+                if not task.done():
+                    task.cancel()
+            for task in (pump_task, reader_task, gone_task):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if cancelled:
+            if not response_started:
+                await _send_relay_error(
+                    send, 502, "upstream_error", "the agent is shutting down; try another provider"
+                )
+            return
+        exc = pump_task.exception() if not pump_task.cancelled() else None
+        if isinstance(exc, RelayStreamError):
+            # Status and headers are out: end without completing the response so the
+            # hub sees a truncated answer, not a complete one.
+            log.warning("%s (request_id=%s)", exc, request_id)
+            return
+        if exc is not None:
+            raise exc
+
+
+class DirectServer:
+    """Serves :class:`DirectApp` with uvicorn on ``host:port`` (port 0 picks a free one).
+
+    This is the ``direct`` transport: ``callback_url`` is what the heartbeat tells the
+    hub (given, or derived from the bound address).
+    """
+
+    name = "direct"
+
+    def __init__(
+        self,
+        relay: Relay,
+        secrets: SecretBox,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        callback_url: str | None = None,
+        shutdown_grace_s: float = 30.0,
+    ) -> None:
+        self.app = DirectApp(relay, secrets)
+        self.host = host
+        self.port = port
+        self._callback_url = callback_url
+        self.shutdown_grace_s = shutdown_grace_s
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.bound_port: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<DirectServer {self.host}:{self.bound_port or self.port} running={self.running}>"
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def callback_url(self) -> str | None:
+        if self._callback_url is not None:
+            return self._callback_url
+        if self.bound_port is None:
+            return None
+        return format_http_url(self.host, self.bound_port)
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the server accepts connections."""
+        sock = _bind(self.host, self.port)
+        self.bound_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            ws="none",
+            # longer than the hub's client keeps idle connections, so the hub closes
+            # first and never sends a request on a connection being closed here
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=math.ceil(max(self.shutdown_grace_s, 0.0)),
+        )
+        server = _Server(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                sock.close()
+                await self._task  # raises the startup error, if any
+                raise RuntimeError("the direct transport server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("direct transport listening on %s:%d", self.host, self.bound_port)
+
+    async def stop(self) -> None:
+        """Stop accepting; let running requests finish up to ``shutdown_grace_s``."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._server = None
+            self._task = None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the agent's runner owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def format_http_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve listen host {host!r}: {exc.strerror}") from None
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+# --------------------------------------------------------------------------- ASGI helpers
+
+
+def _raw_header(scope: Scope, name: str) -> bytes | None:
+    key = name.encode()
+    for k, v in scope["headers"]:
+        if k.lower() == key:
+            return bytes(v)
+    return None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        name = k.decode("latin-1").lower()
+        try:
+            value = v.decode("utf-8")
+        except UnicodeDecodeError:
+            value = v.decode("latin-1")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def _relay_target(scope: Scope) -> tuple[str, str] | None:
+    """``(service_type, "/v1/...?...")`` from the undecoded request path."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else scope["path"]
+    path = path.split("?", 1)[0]
+    rest = path[len("/relay/") :]
+    service_type, sep, tail = rest.partition("/")
+    if not service_type or not sep:
+        return None
+    hub_path = "/" + tail
+    if not (hub_path == "/v1" or hub_path.startswith("/v1/")):
+        return None
+    query = scope.get("query_string", b"")
+    if query:
+        hub_path += "?" + query.decode("latin-1")
+    return service_type, hub_path
+
+
+async def _send_json(
+    send: Send, status: int, data: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = orjson.dumps(data)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_relay_error(send: Send, status: int, error_type: str, message: str) -> None:
+    response = agent_error_response(status, error_type, message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(k.encode(), v.encode()) for k, v in response.headers],
+        }
+    )
+    async for chunk in response.aiter_bytes():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

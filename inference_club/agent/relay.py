@@ -1,0 +1,460 @@
+"""The relay: one hub request in, one local-engine request out, streamed both ways.
+
+This is the seam every transport uses (the direct HTTP server today, the WebSocket
+tunnel later): a transport turns its framing into one :meth:`Relay.open` call and
+pumps the :class:`RelayResponse` back. Nothing here knows about ASGI or frames.
+
+- The service is chosen among those of ``service_type`` that advertise ``model``;
+  with several, the one with the fewest requests in flight.
+- The request body is streamed to the engine as it arrives; the engine's answer is
+  streamed back chunk by chunk as the socket yields it, never buffered.
+- Errors the agent produces itself carry ``x-ic-agent-error: 1`` and the OpenAI error
+  envelope: no service → 404 ``no_provider``; engine unreachable → 502 and engine
+  timeout → 504, both ``upstream_error``. An engine's own 4xx/5xx is relayed unchanged.
+- :meth:`RelayResponse.aclose` aborts the engine request if it is still running (the
+  connection is dropped, so the engine sees its client go away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+
+import httpx
+import orjson
+
+from .discovery import Catalog, ServiceState
+
+__all__ = [
+    "AGENT_ERROR_HEADER",
+    "HOP_BY_HOP_HEADERS",
+    "Relay",
+    "RelayResponse",
+    "RelayStreamError",
+    "agent_error_response",
+    "make_engine_client",
+]
+
+log = logging.getLogger("inference_club.agent.relay")
+
+AGENT_ERROR_HEADER = "x-ic-agent-error"
+
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers that never reach an engine: transport and hub internals, the hub's
+# credentials, and encodings (the agent asks engines for identity bodies).
+_DROP_REQUEST_HEADERS = HOP_BY_HOP_HEADERS | {
+    "host",
+    "authorization",
+    "cookie",
+    "accept-encoding",
+    "expect",
+}
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+class RelayStreamError(Exception):
+    """The engine's answer broke off after its status and headers were relayed.
+
+    The transport can no longer change the status: it must end the stream abnormally
+    (drop the connection, send a reset frame) so the hub does not take a truncated
+    body for a complete one.
+    """
+
+
+def make_engine_client(
+    *, connect_timeout_s: float = 10.0, request_timeout_s: float = 600.0
+) -> httpx.AsyncClient:
+    """The one pooled client the agent uses to reach its local servers.
+
+    ``trust_env`` is off: local servers are never reached through a proxy configured
+    for the outside world.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=connect_timeout_s,
+            read=request_timeout_s,
+            write=request_timeout_s,
+            pool=30.0,
+        ),
+        # Idle connections are dropped before the usual 5 s server keep-alive, so a
+        # request never goes out on a connection the engine is closing.
+        limits=httpx.Limits(
+            max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0
+        ),
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+def agent_error_response(status: int, error_type: str, message: str) -> RelayResponse:
+    """An answer the agent makes itself, marked with ``x-ic-agent-error: 1``."""
+    body = orjson.dumps(
+        {"error": {"message": message, "type": error_type, "param": None, "code": None}}
+    )
+    return RelayResponse(
+        status,
+        [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            (AGENT_ERROR_HEADER, "1"),
+        ],
+        body=body,
+    )
+
+
+class RelayResponse:
+    """The status, headers and (streamed) body of one relayed request.
+
+    Iterate :meth:`aiter_bytes` once, and always :meth:`aclose` (or use ``async
+    with``): closing before the body is complete aborts the engine request.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        *,
+        body: bytes = b"",
+        upstream: httpx.Response | None = None,
+        relay: Relay | None = None,
+        service: ServiceState | None = None,
+        log_fields: Mapping[str, str] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+        self._upstream = upstream
+        self._relay = relay
+        self._service = service
+        self._log_fields = dict(log_fields or {})
+        self._started_at = time.monotonic() if started_at is None else started_at
+        self._iterated = False
+        self._completed = upstream is None
+        self._closed = False
+        self._bytes = 0
+
+    @property
+    def agent_error(self) -> bool:
+        """True when the agent, not the engine, produced this answer."""
+        return any(k == AGENT_ERROR_HEADER for k, _ in self.headers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<RelayResponse {self.status} closed={self._closed}>"
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as the engine sends it. Closes the response at the end.
+
+        Raises :class:`RelayStreamError` when the engine's answer breaks off.
+        """
+        if self._iterated:
+            raise RuntimeError("the body of a RelayResponse can be read only once")
+        self._iterated = True
+        try:
+            if self._upstream is None:
+                if self._body:
+                    self._bytes = len(self._body)
+                    yield self._body
+                return
+            try:
+                async for chunk in self._upstream.aiter_raw():
+                    if chunk:
+                        self._bytes += len(chunk)
+                        yield chunk
+            except httpx.TimeoutException as exc:
+                raise RelayStreamError("the engine stopped sending (read timeout)") from exc
+            except httpx.HTTPError as exc:
+                raise RelayStreamError(f"the engine's answer broke off: {exc!r}") from exc
+            self._completed = True
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the service slot; abort the engine request if it is still running."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._upstream is not None:
+            try:
+                await self._upstream.aclose()
+            except Exception:  # pragma: no cover - closing a broken stream
+                log.debug("error while closing an engine response", exc_info=True)
+        if self._relay is not None:
+            self._relay._finished(self, self._service)
+
+    async def __aenter__(self) -> RelayResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # used by Relay for its log line
+    def _summary(self) -> str:
+        ms = (time.monotonic() - self._started_at) * 1000
+        state = "" if self._completed else " aborted"
+        f = self._log_fields
+        return (
+            f"service={f.get('service', '-')} model={f.get('model', '-')} "
+            f"{f.get('method', '-')} {f.get('path', '-')} status={self.status} "
+            f"ms={ms:.0f} bytes={self._bytes}{state} request_id={f.get('request_id', '-')}"
+        )
+
+
+class Relay:
+    """Routes relayed requests to the right local service over one pooled client."""
+
+    def __init__(self, catalog: Catalog, client: httpx.AsyncClient | None = None) -> None:
+        self.catalog = catalog
+        self._owns_client = client is None
+        self.client = client if client is not None else make_engine_client()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return f"<Relay services={len(self.catalog.services)} in_flight={self.in_flight}>"
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.catalog.services)
+
+    def pick(self, service_type: str, model: str) -> ServiceState | None:
+        """The service that should take this request, or None."""
+        candidates = self.catalog.candidates(service_type, model)
+        if not candidates:
+            return None
+        return min(candidates, key=lambda s: s.in_flight)
+
+    async def open(
+        self,
+        *,
+        service_type: str,
+        model: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+    ) -> RelayResponse:
+        """Send one request to the engine serving (service_type, model).
+
+        ``path`` is the hub's path, starting with ``/v1/``, with the query string if
+        any (``/v1/audio/voices?model=x``). ``headers`` are the caller's, with
+        lower- or mixed-case names; hop-by-hop and hub headers are not forwarded.
+        Returns once the engine has answered with its status and headers.
+        """
+        started_at = time.monotonic()
+        method = method.upper()
+        fields = {
+            "service": f"{service_type}/-",
+            "model": model or "-",
+            "method": method,
+            "path": path,
+            "request_id": _header(headers, "x-request-id") or "-",
+        }
+        problem = _check_path(path)
+        if problem is not None:
+            return self._logged(agent_error_response(400, "invalid_request", problem), fields, started_at)
+        service = self.pick(service_type, model)
+        if service is None:
+            return self._logged(
+                agent_error_response(
+                    404,
+                    "no_provider",
+                    f"no {service_type!r} service on this agent serves model {model!r}",
+                ),
+                fields,
+                started_at,
+            )
+        fields["service"] = f"{service_type}#{service.index}"
+        url = service.engine.target_url(path)
+        out_headers = _forward_headers(headers)
+        out_headers.update(service.engine.auth_headers())
+        out_headers["accept-encoding"] = "identity"
+
+        service.in_flight += 1
+        self._idle.clear()
+        try:
+            content = await _request_content(method, headers, body)
+            request = self.client.build_request(method, url, headers=out_headers, content=content)
+            upstream = await self.client.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            self._release(service)
+            return self._logged(
+                agent_error_response(
+                    502, "upstream_error", f"the local {service_type} server did not accept a "
+                    "connection in time"
+                ),
+                fields,
+                started_at,
+            )
+        except httpx.TimeoutException:
+            self._release(service)
+            return self._logged(
+                agent_error_response(
+                    504, "upstream_error", f"the local {service_type} server timed out"
+                ),
+                fields,
+                started_at,
+            )
+        except httpx.HTTPError as exc:
+            self._release(service)
+            return self._logged(
+                agent_error_response(
+                    502,
+                    "upstream_error",
+                    f"the local {service_type} server is unreachable ({type(exc).__name__})",
+                ),
+                fields,
+                started_at,
+            )
+        except BaseException:
+            self._release(service)
+            raise
+        return RelayResponse(
+            upstream.status_code,
+            _response_headers(upstream.headers.raw),
+            upstream=upstream,
+            relay=self,
+            service=service,
+            log_fields=fields,
+            started_at=started_at,
+        )
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight (at most ``timeout`` s); True when idle."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close the pooled client if this relay created it."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def _logged(
+        self, response: RelayResponse, fields: Mapping[str, str], started_at: float
+    ) -> RelayResponse:
+        response._log_fields = dict(fields)
+        response._started_at = started_at
+        response._relay = self
+        return response
+
+    def _release(self, service: ServiceState) -> None:
+        service.in_flight = max(0, service.in_flight - 1)
+        if self.in_flight == 0:
+            self._idle.set()
+
+    def _finished(self, response: RelayResponse, service: ServiceState | None) -> None:
+        if service is not None:
+            self._release(service)
+        log.info("relay %s", response._summary())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _check_path(path: str) -> str | None:
+    if not (path == "/v1" or path.startswith(("/v1/", "/v1?"))):
+        return f"path must start with /v1/, got {path!r}"
+    route = path.split("?", 1)[0]
+    if any(seg in ("..", ".") for seg in route.split("/")):
+        return "path must not contain '.' or '..' segments"
+    if any(ord(c) < 0x21 or c in "\x7f#" for c in path):
+        return "path contains characters that are not allowed"
+    return None
+
+
+def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    connection_named = {
+        t.strip().lower()
+        for t in (_header(headers, "connection") or "").split(",")
+        if t.strip()
+    }
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        name = k.lower()
+        if (
+            name in _DROP_REQUEST_HEADERS
+            or name in connection_named
+            or name.startswith("x-ic-")
+        ):
+            continue
+        out[name] = v
+    return out
+
+
+def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+    connection_named = {
+        t.strip().lower() for k, v in pairs if k == "connection" for t in v.split(",")
+    }
+    return [
+        (k, v)
+        for k, v in pairs
+        if k not in HOP_BY_HOP_HEADERS and k not in connection_named and k != AGENT_ERROR_HEADER
+    ]
+
+
+async def _request_content(
+    method: str, headers: Mapping[str, str], body: AsyncIterator[bytes]
+) -> AsyncIterator[bytes] | bytes | None:
+    """What httpx should send as the request body.
+
+    With a Content-Length the body streams as is. Without one, the first chunk is
+    awaited: an empty body is sent as no body at all (a GET must not turn chunked),
+    anything else streams chunked.
+    """
+    length = _header(headers, "content-length")
+    if length is not None and length.strip() != "0":
+        return body
+    first = b""
+    async for chunk in body:
+        if chunk:
+            first = chunk
+            break
+    if not first:
+        return None if method in _BODYLESS_METHODS or length is None else b""
+    return _chain(first, body)
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        if chunk:
+            yield chunk
+

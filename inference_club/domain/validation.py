@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from inference_club.errors import InvalidRequest
+from inference_club.errors import InvalidRequest, NoProvider
 
 Check = Callable[[Mapping[str, Any]], None]
 
@@ -136,6 +136,10 @@ ACCEPTED_UPLOADS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Endpoints where ``model`` may be omitted: the hub picks a model that has the feature.
+MODEL_OPTIONAL = frozenset({"voice.generations"})
+
+
 def check_common(data: Mapping[str, Any]) -> str:
     """``model`` and ``stream`` for every endpoint; returns the model."""
     _require_str(data, "model")
@@ -148,7 +152,15 @@ def check_common(data: Mapping[str, Any]) -> str:
     return str(data["model"])
 
 
-def validate(endpoint_name: str, data: Mapping[str, Any]) -> str:
+def validate(
+    endpoint_name: str, data: Mapping[str, Any], *, default_model: Callable[[], str | None] | None = None
+) -> str:
+    if data.get("model") is None and endpoint_name in MODEL_OPTIONAL and default_model is not None:
+        CHECKS[endpoint_name](data)
+        chosen = default_model()
+        if chosen is None:
+            raise NoProvider("No online provider offers this endpoint to this user.", param="model")
+        return chosen
     model = check_common(data)
     CHECKS[endpoint_name](data)
     return model

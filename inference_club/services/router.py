@@ -88,6 +88,19 @@ class Router:
         )
         return routing.order(found, load=self.capacity.load, is_open=self.breaker.is_open)
 
+    def default_model(self, principal: Principal, endpoint: Endpoint) -> str | None:
+        """A model the caller can reach for ``endpoint`` (when the client names none)."""
+        for provider in self.registry.online():
+            if not provider.usable_by(principal.user_id, principal.routing_preference):
+                continue
+            for service in provider.services:
+                if service.type != endpoint.service_type:
+                    continue
+                for model in service.models.values():
+                    if endpoint.required_feature is None or endpoint.required_feature in model.features:
+                        return model.id
+        return None
+
     def require_candidates(self, principal: Principal, endpoint: Endpoint, model: str) -> list[routing.Candidate]:
         found = self.candidates(principal, endpoint, model)
         if not found:

@@ -21,7 +21,9 @@ router = APIRouter(tags=["inference"])
 def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
     async def handle(request: Request, hub: HubDep, principal: PrincipalDep) -> Response:
         # Multipart uploads are spooled to temporary files that vanish when the body is dropped.
-        body, model = await read_inference_body(request, endpoint)
+        body, model = await read_inference_body(
+            request, endpoint, default_model=lambda: hub.router.default_model(principal, endpoint)
+        )
         if body.get("async") in (True, "true"):
             if not endpoint.async_capable or isinstance(body, MultipartBody):
                 raise InvalidRequest(

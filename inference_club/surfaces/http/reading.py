@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -78,10 +79,16 @@ async def read_multipart(request: Request, *, max_files: int = 16, max_fields: i
     return MultipartBody(fields, files)
 
 
-async def read_inference_body(request: Request, endpoint: Endpoint) -> tuple[JsonBody | MultipartBody, str]:
-    """Parse and validate an inference body; returns it with the model it names."""
+async def read_inference_body(
+    request: Request, endpoint: Endpoint, *, default_model: Callable[[], str | None] | None = None
+) -> tuple[JsonBody | MultipartBody, str]:
+    """Parse and validate an inference body; returns it with the model it names.
+
+    ``default_model`` picks a model where the endpoint lets the client omit it.
+    """
     content_type = request.headers.get("content-type", "").lower()
-    is_multipart = content_type.startswith("multipart/form-data")
+    # Form posts without files arrive url-encoded; they are forwarded as multipart all the same.
+    is_multipart = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
     takes_json = endpoint.body.value in ("json", "json_or_multipart")
     takes_multipart = endpoint.body.value in ("multipart", "json_or_multipart")
     if is_multipart and not takes_multipart:
@@ -92,7 +99,7 @@ async def read_inference_body(request: Request, endpoint: Endpoint) -> tuple[Jso
         )
     if not is_multipart:
         body = await read_json(request)
-        return body, validate(endpoint.name, body.data)
+        return body, validate(endpoint.name, body.data, default_model=default_model)
     form = await read_multipart(request)
     try:
         data: dict[str, Any] = dict(form.fields)
@@ -111,7 +118,7 @@ async def read_inference_body(request: Request, endpoint: Endpoint) -> tuple[Jso
                     )
         if "stream" in data:
             data["stream"] = data["stream"].lower() == "true"
-        return form, validate(endpoint.name, data)
+        return form, validate(endpoint.name, data, default_model=default_model)
     except BaseException:
         form.close()
         raise

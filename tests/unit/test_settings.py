@@ -1,0 +1,175 @@
+"""Settings: every field is an IC_ variable; production refuses unsafe defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from inference_club.settings import DEFAULT_DENIED_CIDRS, Settings, UnsafeSettings
+from inference_club.surfaces.app import create_app
+
+# One valid, non-default environment value per field, and what it must parse to.
+# A new field without an entry here fails test_every_field_has_an_env_sample.
+ENV_SAMPLES: dict[str, tuple[str, object]] = {
+    "environment": ("production", "production"),
+    "host": ("0.0.0.0", "0.0.0.0"),
+    "port": ("9123", 9123),
+    "data_dir": ("/srv/ic-data", Path("/srv/ic-data")),
+    "database_url": ("postgresql://u:p@db:5432/hub", "postgresql://u:p@db:5432/hub"),
+    "redis_url": ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    "public_url": ("https://hub.example.org", "https://hub.example.org"),
+    "secret_key": ("s" * 40, "s" * 40),
+    "log_level": ("debug", "debug"),
+    "online_window_s": ("12.5", 12.5),
+    "heartbeat_interval_s": ("7", 7.0),
+    "queue_timeout_s": ("3.5", 3.5),
+    "failover_attempts": ("5", 5),
+    "breaker_failures": ("9", 9),
+    "breaker_cooldown_s": ("4", 4.0),
+    "connect_timeout_s": ("1.5", 1.5),
+    "upstream_timeout_s": ("99", 99.0),
+    "callback_allow_cidrs": ("10.0.0.0/8", ["10.0.0.0/8"]),
+    "callback_deny_cidrs": ("192.168.0.0/16,fe80::/10", ["192.168.0.0/16", "fe80::/10"]),
+    "max_body_bytes": ("1024", 1024),
+    "max_upload_bytes": ("2048", 2048),
+    "key_cache_ttl_s": ("2", 2.0),
+    "usage_flush_interval_s": ("0.5", 0.5),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("IC_"):
+            monkeypatch.delenv(name)
+
+
+def test_every_field_has_an_env_sample() -> None:
+    assert set(ENV_SAMPLES) == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize("field", sorted(ENV_SAMPLES))
+def test_env_var_maps_to_field(field: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, expected = ENV_SAMPLES[field]
+    assert getattr(Settings(), field) != expected, "the sample must differ from the default"
+    monkeypatch.setenv(f"IC_{field.upper()}", raw)
+    assert getattr(Settings(), field) == expected
+
+
+def test_all_env_vars_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    for field, (raw, _) in ENV_SAMPLES.items():
+        monkeypatch.setenv(f"IC_{field.upper()}", raw)
+    settings = Settings()
+    settings.check_safe()
+    assert {f: getattr(settings, f) for f in ENV_SAMPLES} == {f: v for f, (_, v) in ENV_SAMPLES.items()}
+
+
+def test_explicit_values_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IC_PORT", "9000")
+    assert Settings(port=9001).port == 9001
+
+
+def test_defaults_are_development_and_sqlite_in_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.environment == "development"
+    assert settings.data_dir == tmp_path
+    assert settings.is_sqlite
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{(tmp_path / 'hub.db').resolve()}"
+    settings.check_safe()  # development accepts the derived secret
+    assert settings.effective_secret_key()
+    assert Settings().data_dir == Path("./data")
+
+
+@pytest.mark.parametrize(
+    ("url", "resolved"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_resolve_to_async_drivers(url: str, resolved: str) -> None:
+    settings = Settings(database_url=url)
+    assert settings.resolved_database_url == resolved
+    assert settings.is_sqlite == resolved.startswith("sqlite")
+
+
+@pytest.mark.parametrize("secret", [None, "", "short", "x" * 31])
+def test_production_refuses_missing_or_short_secret(secret: str | None) -> None:
+    settings = Settings(environment="production", secret_key=secret)
+    with pytest.raises(UnsafeSettings, match="IC_SECRET_KEY"):
+        settings.check_safe()
+
+
+def test_production_accepts_a_long_secret() -> None:
+    Settings(environment="production", secret_key="x" * 32).check_safe()
+
+
+def test_production_refused_by_env_and_by_the_app_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IC_ENVIRONMENT", "production")
+    monkeypatch.setenv("IC_SECRET_KEY", "too-short")
+    with pytest.raises(UnsafeSettings):
+        Settings(data_dir=tmp_path).check_safe()
+    with pytest.raises(UnsafeSettings):
+        create_app(Settings(data_dir=tmp_path))
+
+
+def test_cidr_defaults_deny_link_local_and_metadata() -> None:
+    settings = Settings()
+    assert settings.callback_deny_cidrs == DEFAULT_DENIED_CIDRS
+    assert "169.254.0.0/16" in settings.callback_deny_cidrs
+    assert settings.callback_allow_cidrs == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10.0.0.0/8", ["10.0.0.0/8"]),
+        (" 10.0.0.0/8 , 192.168.1.0/24 ,", ["10.0.0.0/8", "192.168.1.0/24"]),
+        ('["10.0.0.0/8", "fd00::/8"]', ["10.0.0.0/8", "fd00::/8"]),
+        ("", []),
+        ("10.1.2.3", ["10.1.2.3"]),
+    ],
+)
+def test_cidr_lists_from_env(raw: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IC_CALLBACK_ALLOW_CIDRS", raw)
+    assert Settings().callback_allow_cidrs == expected
+
+
+def test_cidr_lists_from_python() -> None:
+    assert Settings(callback_deny_cidrs="1.2.3.0/24").callback_deny_cidrs == ["1.2.3.0/24"]
+    assert Settings(callback_deny_cidrs=["1.2.3.0/24"]).callback_deny_cidrs == ["1.2.3.0/24"]
+
+
+@pytest.mark.parametrize("raw", ["not-a-network", "10.0.0.0/33", "10.0.0.0/8,bogus", '["10.0.0.0/8",', "[1]"])
+def test_invalid_cidrs_are_refused_naming_the_field(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IC_CALLBACK_DENY_CIDRS", raw)
+    with pytest.raises(ValidationError, match="callback_deny_cidrs"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("port", "70000"),
+        ("port", "abc"),
+        ("environment", "staging"),
+        ("online_window_s", "0"),
+        ("max_body_bytes", "-1"),
+        ("breaker_failures", "0"),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_field(field: str, raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"IC_{field.upper()}", raw)
+    with pytest.raises(ValidationError, match=field):
+        Settings()
+
+
+def test_every_field_is_described() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"Settings.{name} has no description"

@@ -103,13 +103,13 @@ class Executor:
         self.files = files
         self.usage = usage
 
-    async def open(self, call: Call, *, wait_s: float | None = None) -> Attempt:
-        return await self.router.open(call.principal, call.endpoint, call.upstream_request(), wait_s=wait_s)
+    async def open(self, call: Call, *, background: bool = False) -> Attempt:
+        return await self.router.open(call.principal, call.endpoint, call.upstream_request(), background=background)
 
     async def respond(self, call: Call) -> Response:
         raise NotImplementedError
 
-    async def collect(self, call: Call, *, wait_s: float | None = None) -> Outcome:
+    async def collect(self, call: Call, *, background: bool = False) -> Outcome:
         raise NotImplementedError
 
     # Shared pieces -------------------------------------------------------------
@@ -295,10 +295,10 @@ class RelayExecutor(Executor):
                 record.set_tokens(_loads_or_none(matches[-1]))
             self.usage.record(record)
 
-    async def collect(self, call: Call, *, wait_s: float | None = None) -> Outcome:
+    async def collect(self, call: Call, *, background: bool = False) -> Outcome:
         if isinstance(call.body, JsonBody) and call.body.get("stream"):
             call.body = call.body.without("stream", "stream_options")
-        attempt = await self.open(call, wait_s=wait_s)
+        attempt = await self.open(call, background=background)
         await self._check_status(call, attempt)
         raw = await self._read_all(call, attempt)
         result = _loads_or_none(raw)
@@ -331,8 +331,8 @@ class MediaExecutor(Executor):
             headers=headers,
         )
 
-    async def collect(self, call: Call, *, wait_s: float | None = None) -> Outcome:
-        attempt = await self.open(call, wait_s=wait_s)
+    async def collect(self, call: Call, *, background: bool = False) -> Outcome:
+        attempt = await self.open(call, background=background)
         await self._check_status(call, attempt)
         content_type = dict(attempt.response.headers).get("content-type", "application/octet-stream")
         pending = await self.files.begin(
@@ -353,11 +353,11 @@ class ImagesExecutor(Executor):
         outcome = await self.collect(call)
         return JSONResponse(outcome.result)
 
-    async def collect(self, call: Call, *, wait_s: float | None = None) -> Outcome:
+    async def collect(self, call: Call, *, background: bool = False) -> Outcome:
         wanted = (call.body.get("response_format") if call.body is not None else None) or "url"
         if call.body is not None:
             call.body = call.body.with_fields(response_format="b64_json")
-        attempt = await self.open(call, wait_s=wait_s)
+        attempt = await self.open(call, background=background)
         await self._check_status(call, attempt)
         raw = await self._read_all(call, attempt)
         answer = _loads_or_none(raw)
@@ -395,8 +395,8 @@ class MeshExecutor(Executor):
         outcome = await self.collect(call)
         return JSONResponse(outcome.result)
 
-    async def collect(self, call: Call, *, wait_s: float | None = None) -> Outcome:
-        attempt = await self.open(call, wait_s=wait_s)
+    async def collect(self, call: Call, *, background: bool = False) -> Outcome:
+        attempt = await self.open(call, background=background)
         await self._check_status(call, attempt)
         content_type = dict(attempt.response.headers).get("content-type", "")
         files: list[StoredFile] = []

@@ -34,6 +34,10 @@ log = logging.getLogger("inference_club.router")
 _FAILOVER_STATUSES = frozenset({502, 503})
 
 
+class NoFreeSlot(Exception):
+    """Background work found every candidate at capacity (or wanted by a waiting request)."""
+
+
 @dataclass(slots=True)
 class Attempt:
     """An open upstream response holding a capacity slot until closed."""
@@ -118,19 +122,29 @@ class Router:
         endpoint: Endpoint,
         request: UpstreamRequest,
         *,
-        wait_s: float | None = None,
+        background: bool = False,
         found: Sequence[routing.Candidate] | None = None,
     ) -> Attempt:
-        """Open an upstream response on the best candidate, failing over before the first byte."""
+        """Open an upstream response on the best candidate, failing over before the first byte.
+
+        Synchronous calls wait FIFO for a slot up to the queue timeout (then 503 busy);
+        ``background`` calls (jobs) only take a free slot nobody waits for, else
+        :class:`NoFreeSlot`.
+        """
         remaining = list(found) if found is not None else self.require_candidates(principal, endpoint, request.model)
-        timeout = self._settings.queue_timeout_s if wait_s is None else wait_s
         tries = 1 + self._settings.failover_attempts
         last_error: Exception | None = None
         for _ in range(tries):
             if not remaining:
                 break
             by_key = {c.slot_key: c for c in remaining}
-            slot = await self.capacity.acquire([c.slot_key for c in remaining], timeout_s=timeout)
+            keys = [c.slot_key for c in remaining]
+            if background:
+                slot = self.capacity.try_acquire(keys, background=True)
+                if slot is None:
+                    raise NoFreeSlot(request.model)
+            else:
+                slot = await self.capacity.acquire(keys, timeout_s=self._settings.queue_timeout_s)
             if slot is None:
                 raise Busy(
                     f"Every provider serving {request.model!r} is at capacity; try again shortly.",

@@ -12,6 +12,7 @@ from inference_club.errors import InvalidRequest
 from inference_club.services.bodies import MultipartBody
 from inference_club.services.executors import Call
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+from inference_club.surfaces.http.disconnect import unless_disconnected
 from inference_club.surfaces.http.reading import read_inference_body
 from inference_club.surfaces.http.schemas import request_body_doc, response_doc
 
@@ -44,7 +45,7 @@ def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
             request_id=request_id(request),
             base_url=base_url(request),
         )
-        return await hub.executors.for_endpoint(endpoint).respond(call)
+        return await unless_disconnected(request, hub.executors.for_endpoint(endpoint).respond(call))
 
     handle.__name__ = endpoint.name.replace(".", "_")
     return handle
@@ -83,4 +84,4 @@ async def list_voices(
         path="/v1/audio/voices",
         query=request.url.query,
     )
-    return await hub.executors.relay.respond(call)
+    return await unless_disconnected(request, hub.executors.relay.respond(call))

@@ -57,13 +57,16 @@ HOP_BY_HOP_HEADERS = frozenset(
     }
 )
 # Request headers that never reach an engine: transport and hub internals, the hub's
-# credentials, and encodings (the agent asks engines for identity bodies).
+# credentials, and encodings (the agent asks engines for identity bodies). The hub's
+# request id stays in the agent's log: llama-cpp-python's server answers 400 to any
+# x-request-id that is not a UUID.
 _DROP_REQUEST_HEADERS = HOP_BY_HOP_HEADERS | {
     "host",
     "authorization",
     "cookie",
     "accept-encoding",
     "expect",
+    "x-request-id",
 }
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 

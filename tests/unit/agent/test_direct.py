@@ -80,7 +80,7 @@ async def test_relays_with_the_current_secret_and_accepts_rotation(
         assert r.status_code == 200, r.text
         echo = r.json()
         assert echo["path"] == "/v1/chat/completions"
-        assert echo["headers"]["x-request-id"] == "req-7"
+        assert "x-request-id" not in echo["headers"]  # engines may insist on UUIDs
         assert "x-ic-agent-secret" not in echo["headers"]
 
         voices = await client.get("/relay/tts/v1/audio/voices?model=voice", headers=hdrs("voice"))

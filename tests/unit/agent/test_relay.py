@@ -101,7 +101,7 @@ async def test_multipart_body_is_forwarded_intact(engine_stub: tuple[EngineStub,
     assert echo["sha256"] == hashlib.sha256(raw).hexdigest()
     assert echo["headers"]["content-type"] == content_type
     assert echo["headers"]["content-length"] == str(len(raw))
-    assert echo["headers"]["x-request-id"] == "req-1"
+    assert "x-request-id" not in echo["headers"]  # engines may insist on UUIDs
     for leaked in ("x-ic-agent-secret", "x-ic-model", "authorization"):
         assert leaked not in echo["headers"]
     assert stub.requests[-1]["body"] == raw

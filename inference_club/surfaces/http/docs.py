@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 STATIC_PREFIX = "/docs-static"
+# Swagger UI 5 (it renders OpenAPI 3.1, which FastAPI emits), as shipped inside the
+# fastapi-offline wheel: swagger-ui-bundle.js, swagger-ui.css, favicon.png.
+SWAGGER_UI_DIR = resources.files("fastapi_offline") / "static"
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,11 +24,11 @@ async def swagger_ui() -> HTMLResponse:
         title="inference-club API",
         swagger_js_url=f"{STATIC_PREFIX}/swagger-ui-bundle.js",
         swagger_css_url=f"{STATIC_PREFIX}/swagger-ui.css",
-        swagger_favicon_url=f"{STATIC_PREFIX}/favicon-32x32.png",
+        swagger_favicon_url=f"{STATIC_PREFIX}/favicon.png",
         # validatorUrl: None stops Swagger UI from asking validator.swagger.io for a badge.
         swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True, "validatorUrl": None},
     )
 
 
 def mount_static(app: FastAPI) -> None:
-    app.mount(STATIC_PREFIX, StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+    app.mount(STATIC_PREFIX, StaticFiles(directory=str(SWAGGER_UI_DIR)), name="docs-static")

@@ -258,5 +258,8 @@ async def test_docs_is_served_from_the_package_only(client: httpx.AsyncClient) -
     assert '"validatorUrl": null' in html  # no badge fetched from validator.swagger.io
     js = await client.get("/docs-static/swagger-ui-bundle.js")
     assert "javascript" in js.headers["content-type"]
+    # FastAPI emits OpenAPI 3.1, which only Swagger UI 5 and later can render.
+    assert (await client.get("/openapi.json")).json()["openapi"].startswith("3.1")
+    assert "OAS31" in js.text, "the bundled Swagger UI cannot render OpenAPI 3.1"
     css = await client.get("/docs-static/swagger-ui.css")
     assert css.headers["content-type"].startswith("text/css")

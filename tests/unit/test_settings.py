@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from inference_club.settings import DEFAULT_DENIED_CIDRS, Settings, UnsafeSettings
 from inference_club.surfaces.app import create_app
 
-# One valid, non-default environment value per field, and what it must parse to.
-# A new field without an entry here fails test_every_field_has_an_env_sample.
+# A valid, non-default environment value for the fields that are not plain numbers, and
+# what it must parse to. Numeric fields get default + 1 (int) or + 0.5 (float).
 ENV_SAMPLES: dict[str, tuple[str, object]] = {
     "environment": ("production", "production"),
     "host": ("0.0.0.0", "0.0.0.0"),
@@ -22,21 +22,23 @@ ENV_SAMPLES: dict[str, tuple[str, object]] = {
     "public_url": ("https://hub.example.org", "https://hub.example.org"),
     "secret_key": ("s" * 40, "s" * 40),
     "log_level": ("debug", "debug"),
-    "online_window_s": ("12.5", 12.5),
-    "heartbeat_interval_s": ("7", 7.0),
-    "queue_timeout_s": ("3.5", 3.5),
-    "failover_attempts": ("5", 5),
-    "breaker_failures": ("9", 9),
-    "breaker_cooldown_s": ("4", 4.0),
-    "connect_timeout_s": ("1.5", 1.5),
-    "upstream_timeout_s": ("99", 99.0),
     "callback_allow_cidrs": ("10.0.0.0/8", ["10.0.0.0/8"]),
     "callback_deny_cidrs": ("192.168.0.0/16,fe80::/10", ["192.168.0.0/16", "fe80::/10"]),
-    "max_body_bytes": ("1024", 1024),
-    "max_upload_bytes": ("2048", 2048),
-    "key_cache_ttl_s": ("2", 2.0),
-    "usage_flush_interval_s": ("0.5", 0.5),
 }
+
+
+def _sample(name: str) -> tuple[str, object]:
+    if name in ENV_SAMPLES:
+        return ENV_SAMPLES[name]
+    field = Settings.model_fields[name]
+    if field.annotation is int:
+        return str(field.default + 1), field.default + 1
+    if field.annotation is float:
+        return str(field.default + 0.5), field.default + 0.5
+    raise AssertionError(f"add an environment sample for Settings.{name} to ENV_SAMPLES")
+
+
+FIELDS = sorted(Settings.model_fields)
 
 
 @pytest.fixture(autouse=True)
@@ -49,23 +51,26 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_field_has_an_env_sample() -> None:
-    assert set(ENV_SAMPLES) == set(Settings.model_fields)
+    for name in FIELDS:
+        _sample(name)
+    assert set(ENV_SAMPLES) <= set(FIELDS)
 
 
-@pytest.mark.parametrize("field", sorted(ENV_SAMPLES))
+@pytest.mark.parametrize("field", FIELDS)
 def test_env_var_maps_to_field(field: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    raw, expected = ENV_SAMPLES[field]
+    raw, expected = _sample(field)
     assert getattr(Settings(), field) != expected, "the sample must differ from the default"
     monkeypatch.setenv(f"IC_{field.upper()}", raw)
     assert getattr(Settings(), field) == expected
 
 
 def test_all_env_vars_together(monkeypatch: pytest.MonkeyPatch) -> None:
-    for field, (raw, _) in ENV_SAMPLES.items():
+    samples = {field: _sample(field) for field in FIELDS}
+    for field, (raw, _) in samples.items():
         monkeypatch.setenv(f"IC_{field.upper()}", raw)
     settings = Settings()
     settings.check_safe()
-    assert {f: getattr(settings, f) for f in ENV_SAMPLES} == {f: v for f, (_, v) in ENV_SAMPLES.items()}
+    assert {f: getattr(settings, f) for f in FIELDS} == {f: v for f, (_, v) in samples.items()}
 
 
 def test_explicit_values_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:

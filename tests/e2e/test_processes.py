@@ -81,3 +81,72 @@ def test_first_serve_prints_key_once(tmp_path: Path, processes: list[ProcessHand
     assert again.key == ""
     client = openai.OpenAI(base_url=f"{again.url}/v1", api_key=hub.key, max_retries=0)
     assert client.models.list().data == []
+
+
+def _video_agent(tmp_path: Path, hub_url: str, key: str, name: str, engine_url: str) -> ProcessHandle:
+    config = write_agent_config(tmp_path / f"{name}.toml", [
+        {"type": "llm", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-chat"}]},
+        {"type": "video", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-video"}]},
+    ])
+    return start_agent(tmp_path, hub_url, key, name, config)
+
+
+def test_large_video_flows_with_bounded_hub_memory(tmp_path: Path, processes: list[ProcessHandle]) -> None:
+    import httpx
+    import psutil
+
+    engine, engine_url = start_fake_engine(tmp_path)
+    processes.append(engine)
+    hub = start_hub(tmp_path)
+    processes.append(hub.handle)
+    agent = _video_agent(tmp_path, hub.url, hub.key, "rig", engine_url)
+    processes.append(agent)
+    wait_for_model(hub.url, hub.key, "fake-video", process=agent)
+    hub_proc = psutil.Process(hub.handle.pid)
+    before = hub_proc.memory_info().rss
+    peak = before
+    size = 100 * 1024 * 1024
+    received = 0
+    with httpx.Client(timeout=120) as http, http.stream(
+        "POST", f"{hub.url}/v1/videos/generations", headers={"Authorization": f"Bearer {hub.key}"},
+        json={"model": "fake-video", "prompt": "long", "fake_size_bytes": size},
+    ) as response:
+        assert response.status_code == 200
+        file_url = response.headers["x-file-url"]
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            peak = max(peak, hub_proc.memory_info().rss)
+    assert received == size
+    assert peak - before < 50 * 1024 * 1024, f"hub RSS grew by {(peak - before) / 2**20:.1f} MiB"
+    with httpx.Client(timeout=120) as http:
+        head = http.get(file_url, headers={"Authorization": f"Bearer {hub.key}"})
+        assert int(head.headers["content-length"]) == size
+
+
+def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: list[ProcessHandle]) -> None:
+    import concurrent.futures
+    import time
+
+    engine, engine_url = start_fake_engine(tmp_path)
+    processes.append(engine)
+    hub = start_hub(tmp_path)
+    processes.append(hub.handle)
+    agents = [_video_agent(tmp_path, hub.url, hub.key, name, engine_url) for name in ("rig-a", "rig-b")]
+    processes.extend(agents)
+    client = openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.key, max_retries=0, timeout=30)
+    deadline = time.monotonic() + 30
+    while not all("registered with the hub" in a.log_text() for a in agents) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def ask(i: int) -> str:
+        answer = client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": f"request {i}"}],
+            extra_body={"fake_fault": "latency=0.4"})
+        return answer.choices[0].message.content or ""
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(ask, i) for i in range(24)]
+        time.sleep(0.3)
+        agents[0].kill()
+        answers = [f.result() for f in futures]
+    assert [f"request {i}" in a for i, a in enumerate(answers)] == [True] * 24

@@ -61,7 +61,7 @@ async def test_failover_before_first_byte_loses_nothing(hub: RunningHub) -> None
 async def test_failover_when_an_agent_dies(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
     async with AsyncExitStack() as exits:
-        state, url = await exits.enter_async_context(engine_server())
+        _state, url = await exits.enter_async_context(engine_server())
         await exits.enter_async_context(run_agent(hub.base_url, key, "rig-b", services_for(url, types=["llm"])))
         dying = await exits.enter_async_context(
             run_agent(hub.base_url, key, "rig-a", services_for(url, types=["llm"])))
@@ -209,7 +209,7 @@ async def test_truncated_and_malformed_multipart(hub: RunningHub) -> None:
                             headers={"content-type": "multipart/form-data"})
         assert r.status_code == 400, r.text
         # A client that promises more bytes than it sends and hangs up.
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(hub.base_url.rsplit(":", 1)[1]))
+        _reader, writer = await asyncio.open_connection("127.0.0.1", int(hub.base_url.rsplit(":", 1)[1]))
         writer.write(
             b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
             + f"Authorization: Bearer {key}\r\n".encode()

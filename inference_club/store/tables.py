@@ -108,3 +108,67 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Job(Base):
+    """A queued inference request (``"async": true``, batch item, workflow step)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_user_created", "user_id", "id"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    batch_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))  # endpoint name, e.g. "chat.completions"
+    model: Mapped[str] = mapped_column(String(255))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    #: Bumped on every change of state, so watchers can put events in order.
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str] = mapped_column(String(64))
+    base_url: Mapped[str] = mapped_column(String(2048))
+    provider_id: Mapped[str | None] = mapped_column(String(40))
+    provider_name: Mapped[str | None] = mapped_column(String(150))
+    result: Mapped[Any | None] = mapped_column(JSON)
+    result_url: Mapped[str | None] = mapped_column(String(2048))
+    files: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Who holds (or last held) the job: ``host:pid:token`` of a dispatcher.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    queued_at: Mapped[datetime]
+    run_after: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_user_created", "user_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str | None] = mapped_column(String(255))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class IdempotencyKey(Base):
+    """``Idempotency-Key`` of a job or batch submission: per user, kept at least 24 h."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "job" | "batch"
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(index=True)

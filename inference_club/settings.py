@@ -93,6 +93,34 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often the usage recorder writes its batch."
     )
 
+    # Jobs and batches
+    job_queue_timeout_s: float = Field(
+        3600.0, gt=0,
+        description="A queued job that finds no online provider for its model this long fails `no_provider`.",
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, le=100, description="Attempts a job gets (transient failures and expired leases count)."
+    )
+    job_retry_base_s: float = Field(
+        1.0, ge=0, description="Backoff before a job's second attempt; doubles per attempt, with jitter."
+    )
+    job_retry_max_s: float = Field(60.0, ge=0, description="Longest backoff between two attempts of a job.")
+    job_lease_s: float = Field(
+        30.0, gt=0,
+        description="Lease of a running job, renewed while it runs; a dead hub's jobs are requeued once it expires.",
+    )
+    job_poll_interval_s: float = Field(
+        1.0, gt=0,
+        description="The job dispatcher looks at the queue at least this often (it also wakes on events).",
+    )
+    job_concurrency: int = Field(
+        64, ge=1, description="Most jobs one hub process runs at once (provider capacity limits apply too)."
+    )
+    job_drain_timeout_s: float = Field(
+        10.0, ge=0,
+        description="On shutdown, running jobs get this long to finish before they are handed back to the queue.",
+    )
+
     @field_validator("callback_allow_cidrs", "callback_deny_cidrs", mode="before")
     @classmethod
     def _split_cidrs(cls, value: object) -> object:

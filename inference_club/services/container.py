@@ -9,9 +9,12 @@ import httpx
 
 from inference_club.services.accounts import Accounts
 from inference_club.services.auth import KeyAuthenticator
+from inference_club.services.batches import BatchService
 from inference_club.services.capacity import Capacity, CircuitBreaker
+from inference_club.services.dispatcher import Dispatcher
 from inference_club.services.executors import Executors
 from inference_club.services.files import FileService
+from inference_club.services.jobs import JobService, JobSignals
 from inference_club.services.registry import ProviderRegistry
 from inference_club.services.router import Router
 from inference_club.services.transports.base import Transports
@@ -40,13 +43,18 @@ class Hub:
     files: FileService
     usage: UsageRecorder
     executors: Executors
+    dispatcher: Dispatcher
+    jobs: JobService
+    batches: BatchService
 
     async def start(self) -> None:
         await migrate(self.database)
         await self.registry.load()
         self.usage.start()
+        await self.dispatcher.start()
 
     async def stop(self) -> None:
+        await self.dispatcher.stop()  # drains running jobs while transports still work
         await self.usage.stop()
         await self.transports.aclose()
         await self.http.aclose()
@@ -73,6 +81,11 @@ def build_hub(settings: Settings) -> Hub:
     files = FileService(database, LocalFileStore(settings.files_dir), secret=settings.effective_secret_key())
     usage = UsageRecorder(database, auth, interval_s=settings.usage_flush_interval_s)
     executors = Executors(router, files, usage)
+    signals = JobSignals()
+    dispatcher = Dispatcher(
+        settings=settings, database=database, router=router, executors=executors, files=files, signals=signals
+    )
+    jobs = JobService(database, settings, signals, dispatcher)
     return Hub(
         settings=settings,
         database=database,
@@ -87,4 +100,7 @@ def build_hub(settings: Settings) -> Hub:
         files=files,
         usage=usage,
         executors=executors,
+        dispatcher=dispatcher,
+        jobs=jobs,
+        batches=BatchService(database, router, jobs),
     )

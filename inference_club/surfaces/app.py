@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from inference_club import __version__
 from inference_club.services.container import build_hub
 from inference_club.settings import Settings
-from inference_club.surfaces.http import agent, docs, error_handlers, files, health, inference, models
+from inference_club.surfaces.http import (
+    agent,
+    batches,
+    docs,
+    error_handlers,
+    files,
+    health,
+    inference,
+    jobs,
+    models,
+)
 from inference_club.surfaces.http.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
@@ -50,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     error_handlers.install(app)
-    for module in (health, models, inference, files, agent, docs):
+    for module in (health, models, inference, jobs, batches, files, agent, docs):
         app.include_router(module.router)
     docs.mount_static(app)
     # Outermost last: the request id wraps everything, including 413s from the body limit.

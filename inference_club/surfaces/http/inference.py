@@ -13,6 +13,7 @@ from inference_club.services.bodies import MultipartBody
 from inference_club.services.executors import Call
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
 from inference_club.surfaces.http.disconnect import unless_disconnected
+from inference_club.surfaces.http.jobs import accept_job
 from inference_club.surfaces.http.reading import read_inference_body
 from inference_club.surfaces.http.schemas import request_body_doc, response_doc
 
@@ -31,10 +32,7 @@ def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
                     f"{endpoint.path} does not take \"async\": true with file uploads; they run synchronously.",
                     param="async",
                 )
-            raise InvalidRequest(
-                "Async jobs are not enabled on this hub yet; send the request without \"async\".",
-                param="async",
-            )
+            return await accept_job(request, hub, principal, endpoint, model, body)
         body = body.without("async")
         hub.router.require_candidates(principal, endpoint, model)
         call = Call(

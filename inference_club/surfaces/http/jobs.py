@@ -1,0 +1,124 @@
+"""``/v1/jobs``: async jobs (SPEC §7). Thin: read, call the job service, answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from inference_club.domain.endpoints import Endpoint
+from inference_club.domain.jobs import MAX_WAIT_S
+from inference_club.services.auth import Principal
+from inference_club.services.bodies import JsonBody
+from inference_club.services.container import Hub
+from inference_club.services.jobs import job_envelope, job_public
+from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+
+router = APIRouter(tags=["jobs"])
+
+_JOB_ID = "The job's id (`job_…`)."
+
+
+async def accept_job(
+    request: Request, hub: Hub, principal: Principal, endpoint: Endpoint, model: str, body: JsonBody
+) -> Response:
+    """Queue a validated inference call (``"async": true``) and answer 202."""
+    hub.router.require_candidates(principal, endpoint, model)
+    job, replayed = await hub.jobs.submit(
+        principal, endpoint, model, body.data,
+        base_url=base_url(request), request_id=request_id(request),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    headers = {"location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["idempotent-replayed"] = "true"
+    return JSONResponse(job_envelope(job), status_code=202, headers=headers)
+
+
+@router.get("/v1/jobs", summary="List your jobs, newest first.")
+async def list_jobs(
+    hub: HubDep,
+    principal: PrincipalDep,
+    status: str | None = Query(None, description="Only these statuses (comma-separated), e.g. `FAILED`."),
+    active: bool = Query(False, description="Only QUEUED and PROCESSING jobs."),
+    batch_id: str | None = Query(None, description="Only the jobs of this batch."),
+    limit: int = Query(50, ge=1, le=200),
+    after: str | None = Query(None, description="Cursor: the last id of the previous page."),
+) -> dict[str, Any]:
+    statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else []
+    jobs = await hub.jobs.list_jobs(
+        principal.user_id, statuses=statuses, active=active, batch_id=batch_id, limit=limit + 1, after=after
+    )
+    data = [job_public(j, with_result=False) for j in jobs[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(jobs) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+@router.get("/v1/jobs/summary", summary="Queue summary: counts by status, oldest queued job, dispatcher pulse.")
+async def queue_summary(
+    hub: HubDep,
+    principal: PrincipalDep,
+    scope: str = Query("user", pattern="^(user|hub)$",
+                       description="`user` (your jobs) or `hub` (every user's; administrators only)."),
+) -> dict[str, Any]:
+    whole_hub = scope == "hub" and principal.is_admin
+    return await hub.jobs.summary(None if whole_hub else principal.user_id)
+
+
+@router.get("/v1/jobs/{job_id}", summary="A job with its result; `?wait=N` waits up to N s for it to end.")
+async def get_job(
+    job_id: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="Seconds to wait for a terminal status (max 60)."),
+) -> dict[str, Any]:
+    return job_public(await hub.jobs.get(principal.user_id, job_id, wait_s=wait))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a QUEUED or PROCESSING job (aborts it on the provider).")
+async def cancel_job(job_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    return job_public(await hub.jobs.cancel(principal.user_id, job_id))
+
+
+@router.post("/v1/jobs/{job_id}/retry", summary="Queue a FAILED or CANCELED job again.", status_code=202)
+async def retry_job(job_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    return job_public(await hub.jobs.retry(principal.user_id, job_id))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="Server-sent events: the job at every change of status, ending after the last.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(job_id: str, hub: HubDep, principal: PrincipalDep) -> StreamingResponse:
+    events = hub.jobs.events(principal.user_id, job_id)
+    first = await anext(events)  # raises NotFound before the stream starts
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield _sse(first)
+            async for item in events:
+                yield _sse(item)
+        finally:
+            await events.aclose()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _sse(item: dict[str, Any] | None) -> bytes:
+    if item is None:
+        return b": keep-alive\n\n"
+    return b"event: status\ndata: " + orjson.dumps(item) + b"\n\n"

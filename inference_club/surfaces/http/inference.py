@@ -33,13 +33,12 @@ def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
                     param="async",
                 )
             return await accept_job(request, hub, principal, endpoint, model, body)
-        body = body.without("async")
-        hub.router.require_candidates(principal, endpoint, model)
+        # The router answers no_provider itself; candidates are computed once, there.
         call = Call(
             principal=principal,
             endpoint=endpoint,
             model=model,
-            body=body,
+            body=body.without("async"),
             request_id=request_id(request),
             base_url=base_url(request),
         )
@@ -70,7 +69,6 @@ async def list_voices(
     model: str = Query(..., min_length=1, description="The TTS model to ask."),
 ) -> Response:
     endpoint = BY_NAME["audio.speech"]
-    hub.router.require_candidates(principal, endpoint, model)
     call = Call(
         principal=principal,
         endpoint=endpoint,

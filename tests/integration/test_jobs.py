@@ -18,7 +18,7 @@ import pytest
 from inference_club.settings import Settings
 from inference_club.store import jobs as jobs_q
 from inference_club.testing.fake_engine import Fault
-from tests.conftest import RunningHub, make_settings
+from tests.conftest import RunningHub, make_settings, running_hub
 from tests.integration.conftest import Stack, engine_server, run_agent, services_for
 
 CHAT = [{"role": "user", "content": "hello queue"}]
@@ -407,3 +407,38 @@ async def test_two_users_queueing_100_jobs_each_are_interleaved(hub: RunningHub)
             longest = max(longest, run)
         assert longest <= 2, tail[:end]
         assert start <= 20, order[:30]
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+async def test_shutdown_drains_running_jobs_and_hands_the_rest_back(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", job_poll_interval_s=0.2, job_drain_timeout_s=0.5)
+    async with AsyncExitStack() as exits:
+        engine, url = await exits.enter_async_context(engine_server())
+        first = running_hub(settings)
+        hub = await first.__aenter__()
+        try:
+            key = await hub.new_user("alice")
+            await exits.enter_async_context(run_agent(hub.base_url, key, "rig", services_for(url, types=["embedding"])))
+            async with httpx.AsyncClient(base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+                quick = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "q",
+                                                              "fake_fault": "latency=0.2"})
+                slow = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "s",
+                                                             "fake_fault": "latency=3"})
+                await engine.wait_until(lambda s: s.in_flight == 2)
+        finally:
+            await first.__aexit__(None, None, None)  # the hub stops while the agent still runs
+        await engine.wait_until(lambda s: s.in_flight == 0, timeout=2)
+        assert engine.stats.aborted == 1 and engine.stats.models["fake-embed"].requests == 2
+
+        async with running_hub(settings) as again:
+            async with again.hub.database.read() as session:
+                drained = await jobs_q.get_job(session, job_id=quick["id"], user_id=None)
+                handed_back = await jobs_q.get_job(session, job_id=slow["id"], user_id=None)
+            assert drained is not None and drained.status == "PROCESSED"
+            assert handed_back is not None and handed_back.status == "QUEUED" and handed_back.attempts == 0
+            async with run_agent(again.base_url, key, "rig", services_for(url, types=["embedding"])), \
+                    httpx.AsyncClient(base_url=again.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+                done = await wait_job(http, slow["id"])
+                assert done["status"] == "PROCESSED" and done["attempts"] == 1

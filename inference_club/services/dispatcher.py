@@ -299,10 +299,11 @@ class Dispatcher:
             tick.full.add(keys)
             tick.waiting_for_slot = True
             return
+        claimed_at = utcnow()
         async with self._db.transaction() as session:
             claimed = await q.claim(
-                session, job_ids=[ref.id], owner=self.owner, now=now,
-                lease_until=now + timedelta(seconds=self._settings.job_lease_s),
+                session, job_ids=[ref.id], owner=self.owner, now=claimed_at,
+                lease_until=claimed_at + timedelta(seconds=self._settings.job_lease_s),
             )
         if not claimed:
             return  # another hub process took it, or it was canceled meanwhile

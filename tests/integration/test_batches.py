@@ -204,3 +204,45 @@ async def test_bad_batches_create_nothing(hub: RunningHub) -> None:
             assert (await other.post(f"/v1/batches/{ok.json()['id']}/cancel")).status_code == 404
             assert (await other.get("/v1/batches")).json()["data"] == []
         await batch_done(http, ok.json()["id"])
+
+
+JUNK: list[tuple[bytes, str]] = [
+    (b"", "application/json"),
+    (b"null", "application/json"),
+    (b"[]", "application/json"),
+    (b'{"requests": null, "label": null}', "application/json"),
+    (b'{"requests": [null, 1, "x", {"endpoint": null, "body": null}]}', "application/json"),
+    (b'{"requests": [{"endpoint": "\\u0000", "body": {"model": "\\u0000"}}]}', "application/json"),
+    (b'{"requests": [{"endpoint": "/v1/chat/completions", "body": {"model": "m", "messages": [[[]]]}}]}',
+     "application/json"),
+    (b"model=m", "application/x-www-form-urlencoded"),
+    (b"\x00\x01\x02", "application/octet-stream"),
+]
+
+
+async def test_no_500_for_junk_on_job_and_batch_routes(hub: RunningHub) -> None:
+    key = await hub.new_user("alice")
+    failures = []
+    async with httpx.AsyncClient(base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for raw, content_type in JUNK:
+            answer = await http.post("/v1/batches", content=raw, headers={"content-type": content_type})
+            if not 400 <= answer.status_code < 500:
+                failures.append(("/v1/batches", raw, answer.status_code, answer.text[:200]))
+        for path in ("/v1/jobs?limit=0", "/v1/jobs?limit=x", "/v1/jobs?status=%00", "/v1/jobs?active=maybe",
+                     "/v1/jobs/%00", "/v1/jobs/" + "x" * 5000, "/v1/jobs/job_x?wait=-1", "/v1/jobs/job_x?wait=x",
+                     "/v1/jobs/job_x/events", "/v1/jobs/summary?scope=all", "/v1/batches?limit=500",
+                     "/v1/batches/%ff"):
+            answer = await http.get(path)
+            if not 400 <= answer.status_code < 500:
+                failures.append((path, b"GET", answer.status_code, answer.text[:200]))
+        for path in ("/v1/jobs/job_x/cancel", "/v1/jobs/job_x/retry", "/v1/batches/batch_x/cancel"):
+            answer = await http.post(path)
+            if answer.status_code != 404:
+                failures.append((path, b"POST", answer.status_code, answer.text[:200]))
+        assert (await http.get("/v1/jobs")).json()["data"] == []
+        assert (await http.get("/v1/batches")).json()["data"] == []
+    async with httpx.AsyncClient(base_url=hub.base_url) as anonymous:
+        for path in ("/v1/jobs", "/v1/jobs/summary", "/v1/jobs/job_x", "/v1/batches"):
+            if (await anonymous.get(path)).status_code != 401:
+                failures.append((path, b"no key", 0, ""))
+    assert not failures

@@ -134,14 +134,13 @@ class BatchService:
     ) -> tuple[dict[str, Any], bool]:
         """Validate, then commit the batch and its jobs at once. Returns (batch, replayed)."""
         key = check_idempotency_key(idempotency_key)
-        label, items = self.parse(principal, data)
-        fingerprint = request_fingerprint("batch", {
-            "label": label, "requests": [{"endpoint": i.endpoint.name, "body": i.body} for i in items],
-        })
+        # A replay answers the batch the key names before anything is checked again.
+        fingerprint = request_fingerprint("batch", {"label": data.get("label"), "requests": data.get("requests")})
         if key is not None:
             existing = await self._jobs.replay(principal.user_id, key, "batch", fingerprint)
             if existing is not None:
                 return await self.get(principal, existing, with_jobs=False), True
+        label, items = self.parse(principal, data)
         now = utcnow()
         batch = Batch(id=new_id("batch"), user_id=principal.user_id, label=label, total=len(items), created_at=now)
         jobs: list[Job] = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -216,16 +216,23 @@ class JobService:
         base_url: str,
         request_id: str,
         idempotency_key: str | None = None,
+        check: Callable[[], object] | None = None,
     ) -> tuple[Job, bool]:
-        """Queue a validated call; returns the job and whether it was an idempotent replay."""
+        """Queue a validated call; returns the job and whether it was an idempotent replay.
+
+        ``check`` runs unless the call replays an earlier one (a replay answers the
+        same job even when, say, its provider has gone offline since).
+        """
         clean = {k: v for k, v in body.items() if k != "async"}
         key = check_idempotency_key(idempotency_key)
         fingerprint = request_fingerprint("job", {"endpoint": endpoint.name, "body": clean})
-        job = self.build(principal, endpoint, model, clean, base_url=base_url, request_id=request_id)
         if key is not None:
             existing = await self.replay(principal.user_id, key, "job", fingerprint)
             if existing is not None:
                 return await self.get(principal.user_id, existing), True
+        if check is not None:
+            check()
+        job = self.build(principal, endpoint, model, clean, base_url=base_url, request_id=request_id)
         try:
             async with self._db.transaction() as session:
                 if key is not None:

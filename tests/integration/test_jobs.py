@@ -319,6 +319,17 @@ async def test_idempotency_key_reuse_and_conflict(stack: Stack) -> None:
         mine = await other_user.post("/v1/embeddings", json={**body, "input": "bob's", "async": True},
                                      headers={"Idempotency-Key": "k-1"})
         assert mine.status_code == 202 and mine.json()["id"] != first.json()["id"]
+    # A replay answers the same job even after its provider went offline.
+    await stack.agents[0].stop()
+    provider.last_seen = 0.0
+    async with stack.http() as http:
+        async def offline() -> bool:
+            return bool((await http.get("/v1/models")).json()["data"] == [])
+        await until(offline)
+        replay = await http.post("/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-1"})
+        assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]
+        fresh = await http.post("/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-2"})
+        assert fresh.status_code == 404 and fresh.json()["error"]["type"] == "no_provider"
 
 
 async def test_concurrent_submissions_with_one_key_make_one_job(stack: Stack) -> None:

@@ -26,11 +26,11 @@ async def accept_job(
     request: Request, hub: Hub, principal: Principal, endpoint: Endpoint, model: str, body: JsonBody
 ) -> Response:
     """Queue a validated inference call (``"async": true``) and answer 202."""
-    hub.router.require_candidates(principal, endpoint, model)
     job, replayed = await hub.jobs.submit(
         principal, endpoint, model, body.data,
         base_url=base_url(request), request_id=request_id(request),
         idempotency_key=request.headers.get("idempotency-key"),
+        check=lambda: hub.router.require_candidates(principal, endpoint, model),
     )
     headers = {"location": f"/v1/jobs/{job.id}"}
     if replayed:

@@ -1,0 +1,533 @@
+"""Many streams over one tunnel connection, used by both the hub and the agent.
+
+- **One writer.** Every frame goes through two queues drained by a single task:
+  control frames (``PING``/``PONG``/``WINDOW``/``RESET``/...) before body frames. Nothing
+  that reads from the link ever waits on a write, so two peers blocked on full
+  socket buffers cannot deadlock each other.
+- **Credits.** A sender may have at most ``window`` body bytes of a stream not yet
+  consumed by the receiver; the receiver hands credit back (``WINDOW``) as its consumer
+  reads. A stream whose consumer stalls stops its sender after ``window`` bytes, while
+  every other stream keeps flowing; the receiver's buffer per stream never exceeds the
+  window (more is a protocol error), and queued outbound body bytes are capped per
+  connection.
+- **Liveness.** A ``PING`` goes out every ``ping_interval_s``; a peer from which no frame
+  at all arrived for ``dead_after_s`` is declared dead and the connection closed.
+- When the connection ends, every open stream fails with :class:`ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .protocol import (
+    DEAD_AFTER_S,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_WINDOW,
+    HEADER,
+    MAX_DATA_CHUNK,
+    MAX_FRAME_SIZE,
+    PING_INTERVAL_S,
+    CloseCode,
+    Flag,
+    Frame,
+    FrameType,
+    ProtocolError,
+    Reset,
+    ResetCode,
+    decode_frame,
+    window_frame,
+    window_increment,
+)
+
+__all__ = ["ConnectionLost", "Link", "Mux", "Stream", "StreamReset", "StreamUnavailable"]
+
+log = logging.getLogger("inference_club.tunnel")
+
+MAX_QUEUED_DATA = 2 * 1024 * 1024
+"""Outbound body bytes queued per connection before writers wait for the socket."""
+MAX_QUEUED_CONTROL = 100_000
+_MAX_CREDIT = (1 << 31) - 1
+
+
+class Link(Protocol):
+    """One WebSocket connection, whichever library holds it."""
+
+    async def receive(self) -> bytes | None:
+        """The next binary message, or None once the peer has closed."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class StreamReset(Exception):
+    """The stream ended abnormally: reset by either side, or its connection died."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class ConnectionLost(StreamReset):
+    def __init__(self, message: str) -> None:
+        super().__init__("connection_lost", message)
+
+
+class StreamUnavailable(Exception):
+    """No new stream can be opened on this connection (closed, draining or full)."""
+
+
+class Stream:
+    """One request/response exchange. Body bytes flow under credits in both directions."""
+
+    def __init__(self, mux: Mux, stream_id: int, *, send_credit: int, recv_window: int) -> None:
+        self.id = stream_id
+        self._mux = mux
+        self._send_credit = send_credit
+        self._credit_changed = asyncio.Event()
+        self._recv_window = recv_window
+        self._recv_credit = recv_window
+        self._ack_threshold = max(1, recv_window // 4)
+        self._unacked = 0
+        self._chunks: deque[bytes] = deque()
+        self.buffered = 0
+        """Received body bytes not yet read (never more than the receive window)."""
+        self.max_buffered = 0
+        self._remote_ended = False
+        self._local_ended = False
+        self._error: StreamReset | None = None
+        self._readable = asyncio.Event()
+        self.head: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        """The peer's ``RESPONSE`` frame (streams this side opened)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<Stream {self.id} buffered={self.buffered} credit={self._send_credit} "
+            f"ended={self._local_ended}/{self._remote_ended} error={self._error}>"
+        )
+
+    @property
+    def failed(self) -> StreamReset | None:
+        return self._error
+
+    @property
+    def remote_ended(self) -> bool:
+        return self._remote_ended
+
+    @property
+    def local_ended(self) -> bool:
+        return self._local_ended
+
+    # ------------------------------------------------------------------ sending
+
+    def send_head(self, frame: Frame) -> None:
+        """Queue this stream's ``OPEN`` or ``RESPONSE`` frame."""
+        self._raise_if_failed()
+        self._mux._enqueue_control(frame)
+        if frame.end:
+            self._local_ended = True
+
+    async def write(self, data: bytes) -> None:
+        """Send body bytes, waiting for credit; large chunks go out as several frames."""
+        if self._local_ended:
+            raise RuntimeError(f"stream {self.id}: write after end")
+        view = memoryview(data)
+        while view:
+            self._raise_if_failed()
+            if self._send_credit <= 0:
+                self._credit_changed.clear()
+                await self._credit_changed.wait()
+                continue
+            await self._mux._room()
+            self._raise_if_failed()
+            n = min(len(view), self._send_credit, self._mux.max_data)
+            self._mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.NONE, bytes(view[:n])))
+            self._send_credit -= n
+            view = view[n:]
+
+    def end(self) -> None:
+        """Mark this side's body complete."""
+        if self._local_ended or self._error is not None:
+            return
+        self._local_ended = True
+        self._mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.END))
+
+    def reset(self, code: str = ResetCode.CANCEL, message: str = "", *, after_data: bool = False) -> None:
+        """Abort the stream: tell the peer (unless the connection is gone) and forget it.
+
+        The ``RESET`` overtakes body frames still queued, unless ``after_data`` (the peer
+        then gets what was sent before the failure first).
+        """
+        if self._error is None:
+            frame = Reset(code, message).to_frame(self.id)
+            if after_data:
+                self._mux._enqueue_data(frame)
+            else:
+                self._mux._enqueue_control(frame)
+            self._fail(StreamReset(code, message or "reset by this side"))
+        self._mux.forget(self)
+
+    def release(self) -> None:
+        """Forget a finished stream (late frames for it are then ignored)."""
+        self._mux.forget(self)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def read(self) -> bytes | None:
+        """The next body chunk, or None at the end. Raises :class:`StreamReset`.
+
+        Chunks that arrived before a reset are still returned first.
+        """
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._remote_ended:
+                return None
+            self._readable.clear()
+            await self._readable.wait()
+        chunk = self._chunks.popleft()
+        self.buffered -= len(chunk)
+        self._unacked += len(chunk)
+        if self._unacked >= self._ack_threshold and not self._remote_ended and self._error is None:
+            self._mux._enqueue_control(window_frame(self.id, self._unacked))
+            self._recv_credit += self._unacked
+            self._unacked = 0
+        return chunk
+
+    # ------------------------------------------------------------------ called by the mux
+
+    def _feed(self, data: bytes, end: bool) -> None:
+        if self._remote_ended:
+            raise ProtocolError(f"stream {self.id}: DATA after the end of the stream")
+        if len(data) > self._recv_credit:
+            raise ProtocolError(
+                f"stream {self.id}: {len(data)} bytes exceed the credit of {self._recv_credit}"
+            )
+        self._recv_credit -= len(data)
+        if data:
+            self._chunks.append(data)
+            self.buffered += len(data)
+            self.max_buffered = max(self.max_buffered, self.buffered)
+        if end:
+            self._remote_ended = True
+        self._readable.set()
+
+    def _add_credit(self, increment: int) -> None:
+        self._send_credit += increment
+        if self._send_credit > _MAX_CREDIT:
+            raise ProtocolError(f"stream {self.id}: credit overflow")
+        self._credit_changed.set()
+
+    def _fail(self, error: StreamReset) -> None:
+        if self._error is not None:
+            return
+        self._error = error
+        self._readable.set()
+        self._credit_changed.set()
+        if not self.head.done():
+            self.head.set_exception(error)
+            self.head.exception()  # retrieved: nobody may be waiting for it
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+OpenHandler = Callable[[Stream, Frame], None]
+ResetHandler = Callable[[Stream], None]
+ControlHandler = Callable[[Frame], None]
+
+
+class Mux:
+    """The streams of one connection. ``opener`` is True on the hub, which opens every stream."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        opener: bool,
+        recv_window: int = DEFAULT_WINDOW,
+        send_window: int = DEFAULT_WINDOW,
+        recv_max_frame: int = MAX_FRAME_SIZE,
+        send_max_frame: int = MAX_FRAME_SIZE,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        ping_interval_s: float = PING_INTERVAL_S,
+        dead_after_s: float = DEAD_AFTER_S,
+        on_open: OpenHandler | None = None,
+        on_reset: ResetHandler | None = None,
+        on_control: ControlHandler | None = None,
+        label: str = "tunnel",
+    ) -> None:
+        self._link = link
+        self.opener = opener
+        self.recv_window = recv_window
+        self.send_window = send_window
+        self.recv_max_frame = recv_max_frame
+        self.send_max_frame = send_max_frame
+        self.max_data = min(MAX_DATA_CHUNK, send_max_frame - HEADER.size)
+        self.max_streams = max_streams
+        self.ping_interval_s = ping_interval_s
+        self.dead_after_s = dead_after_s
+        self._on_open = on_open
+        self._on_reset = on_reset
+        self._on_control = on_control
+        self.label = label
+        self.streams: dict[int, Stream] = {}
+        self._next_id = 1
+        self._last_remote_id = 0
+        self._control: deque[bytes] = deque()
+        self._data: deque[bytes] = deque()
+        self._queued_data = 0
+        self._wake = asyncio.Event()
+        self._writer_idle = asyncio.Event()
+        self._writer_idle.set()
+        self._room_free = asyncio.Event()
+        self._room_free.set()
+        self._close_requested = asyncio.Event()
+        self.close_code: int = CloseCode.NORMAL
+        self.close_reason = ""
+        self.closed = False
+        self.draining = False
+        """This side accepts no new streams (refused with ``RESET refused``)."""
+        self.peer_draining = False
+        """The peer sent ``GOAWAY``: open no new streams on this connection."""
+        self.last_received = time.monotonic()
+        self.rtt_s: float | None = None
+        self.streams_opened = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Mux {self.label} streams={len(self.streams)} closed={self.closed} "
+            f"draining={self.draining} peer_draining={self.peer_draining}>"
+        )
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received body bytes waiting for their consumers, over all streams."""
+        return sum(s.buffered for s in self.streams.values())
+
+    @property
+    def accepts_streams(self) -> bool:
+        return not (self.closed or self.peer_draining or self._close_requested.is_set())
+
+    # ------------------------------------------------------------------ streams
+
+    def open_stream(self) -> Stream:
+        if not self.accepts_streams:
+            raise StreamUnavailable(f"{self.label}: the connection takes no new streams")
+        if len(self.streams) >= self.max_streams:
+            raise StreamUnavailable(f"{self.label}: {self.max_streams} streams already open")
+        if self._next_id > 0xFFFFFFFF:
+            raise StreamUnavailable(f"{self.label}: stream ids exhausted")
+        stream = Stream(self, self._next_id, send_credit=self.send_window, recv_window=self.recv_window)
+        self._next_id += 1
+        self.streams[stream.id] = stream
+        self.streams_opened += 1
+        return stream
+
+    def forget(self, stream: Stream) -> None:
+        """Drop a finished stream; late frames for it are ignored."""
+        self.streams.pop(stream.id, None)
+
+    def send_control(self, frame: Frame) -> None:
+        self._enqueue_control(frame)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Ask :meth:`run` to flush control frames, close the link and return."""
+        if not self._close_requested.is_set():
+            self.close_code = code
+            self.close_reason = reason
+            self._close_requested.set()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Read, write and watch the connection until it ends; then fail every open stream."""
+        tasks = [
+            asyncio.create_task(self._read_loop(), name=f"{self.label}-read"),
+            asyncio.create_task(self._write_loop(), name=f"{self.label}-write"),
+            asyncio.create_task(self._watchdog(), name=f"{self.label}-watchdog"),
+            asyncio.create_task(self._close_requested.wait(), name=f"{self.label}-close"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    self._set_close(CloseCode.GOING_AWAY, f"connection failed: {exc!r}")
+            if self._close_requested.is_set() and not tasks[1].done():
+                # Let GOAWAY, RESETs and last frames reach the peer before closing.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._writer_idle.wait(), 1.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.closed = True
+            self._room_free.set()
+            lost = ConnectionLost(self.close_reason or "the tunnel closed")
+            for stream in list(self.streams.values()):
+                stream._fail(lost)
+            self.streams.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._link.close(self.close_code, self.close_reason[:120]), 2.0)
+
+    def _set_close(self, code: int, reason: str) -> None:
+        if not self.close_reason:
+            self.close_code = code
+            self.close_reason = reason
+
+    async def _read_loop(self) -> None:
+        while True:
+            data = await self._link.receive()
+            if data is None:
+                self._set_close(CloseCode.NORMAL, "the peer closed the connection")
+                return
+            self.last_received = time.monotonic()
+            try:
+                self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
+            except ProtocolError as exc:
+                log.warning("%s: protocol error: %s", self.label, exc)
+                self._set_close(exc.close_code, f"protocol error: {exc}")
+                return
+
+    async def _write_loop(self) -> None:
+        while True:
+            if self._control:
+                data = self._control.popleft()
+            elif self._data:
+                data = self._data.popleft()
+                self._queued_data -= len(data)
+                if self._queued_data < MAX_QUEUED_DATA:
+                    self._room_free.set()
+            else:
+                self._writer_idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._writer_idle.clear()
+            await self._link.send(data)
+
+    async def _watchdog(self) -> None:
+        tick = max(0.02, min(1.0, self.ping_interval_s / 2, self.dead_after_s / 4))
+        last_ping = 0.0
+        while True:
+            now = time.monotonic()
+            if now - self.last_received > self.dead_after_s:
+                log.warning("%s: no frame from the peer for %.1fs: closing", self.label, now - self.last_received)
+                self._set_close(CloseCode.PEER_SILENT, f"peer silent for {self.dead_after_s:g}s")
+                return
+            if now - last_ping >= self.ping_interval_s:
+                self._enqueue_control(Frame(FrameType.PING, 0, Flag.NONE, struct.pack("!Q", time.monotonic_ns())))
+                last_ping = now
+            await asyncio.sleep(tick)
+
+    # ------------------------------------------------------------------ frames in
+
+    def _dispatch(self, frame: Frame) -> None:
+        kind = frame.type
+        if kind is FrameType.PING:
+            self._enqueue_control(Frame(FrameType.PONG, 0, Flag.NONE, frame.payload))
+        elif kind is FrameType.PONG:
+            if len(frame.payload) == 8:
+                sent: int = struct.unpack("!Q", frame.payload)[0]
+                self.rtt_s = max(0.0, (time.monotonic_ns() - sent) / 1e9)
+        elif kind is FrameType.GOAWAY:
+            self.peer_draining = True
+            if self._on_control is not None:
+                self._on_control(frame)
+        elif kind in (FrameType.HELLO, FrameType.WELCOME, FrameType.HEARTBEAT):
+            if self._on_control is None:
+                raise ProtocolError(f"unexpected {kind.name}")
+            self._on_control(frame)
+        elif kind is FrameType.OPEN:
+            self._remote_open(frame)
+        else:
+            self._stream_frame(frame)
+
+    def _remote_open(self, frame: Frame) -> None:
+        if self.opener or self._on_open is None:
+            raise ProtocolError("OPEN from a peer that may not open streams")
+        if frame.stream_id <= self._last_remote_id:
+            raise ProtocolError(f"OPEN reuses stream id {frame.stream_id}")
+        self._last_remote_id = frame.stream_id
+        if self.draining or self._close_requested.is_set() or len(self.streams) >= self.max_streams:
+            why = "the agent is shutting down" if self.draining else "too many streams"
+            self._enqueue_control(Reset(ResetCode.REFUSED, why).to_frame(frame.stream_id))
+            return
+        stream = Stream(self, frame.stream_id, send_credit=self.send_window, recv_window=self.recv_window)
+        if frame.end:
+            stream._remote_ended = True
+        self.streams[stream.id] = stream
+        self.streams_opened += 1
+        self._on_open(stream, frame)
+
+    def _stream_frame(self, frame: Frame) -> None:
+        stream = self.streams.get(frame.stream_id)
+        if stream is None:
+            known = frame.stream_id < self._next_id if self.opener else frame.stream_id <= self._last_remote_id
+            if known:
+                return  # a late frame for a stream that already ended here
+            raise ProtocolError(f"{frame.type.name} for unknown stream {frame.stream_id}")
+        kind = frame.type
+        if kind is FrameType.RESPONSE:
+            if not self.opener or stream.head.done():
+                raise ProtocolError(f"unexpected RESPONSE on stream {stream.id}")
+            stream.head.set_result(frame)
+            if frame.end:
+                stream._feed(b"", True)
+        elif kind is FrameType.DATA:
+            if self.opener and not stream.head.done():
+                raise ProtocolError(f"DATA before RESPONSE on stream {stream.id}")
+            stream._feed(frame.payload, frame.end)
+        elif kind is FrameType.WINDOW:
+            stream._add_credit(window_increment(frame))
+        elif kind is FrameType.RESET:
+            reset = Reset.from_frame(frame)
+            stream._fail(StreamReset(reset.code, reset.message or "reset by the peer"))
+            self.forget(stream)
+            if self._on_reset is not None:
+                self._on_reset(stream)
+        else:  # pragma: no cover - decode_frame only yields known types
+            raise ProtocolError(f"unexpected {kind.name}")
+
+    # ------------------------------------------------------------------ frames out
+
+    def _check_size(self, frame: Frame) -> bytes:
+        data = frame.encode()
+        if len(data) > self.send_max_frame:
+            raise ProtocolError(f"{frame.type.name} frame of {len(data)} bytes exceeds the peer's limit")
+        return data
+
+    def _enqueue_control(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        if len(self._control) >= MAX_QUEUED_CONTROL:
+            self._set_close(CloseCode.PROTOCOL_ERROR, "the peer does not read its frames")
+            self._close_requested.set()
+            return
+        self._control.append(self._check_size(frame))
+        self._wake.set()
+
+    def _enqueue_data(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        data = self._check_size(frame)
+        self._data.append(data)
+        self._queued_data += len(data)
+        if self._queued_data >= MAX_QUEUED_DATA:
+            self._room_free.clear()
+        self._wake.set()
+
+    async def _room(self) -> None:
+        while self._queued_data >= MAX_QUEUED_DATA and not self.closed:
+            await self._room_free.wait()

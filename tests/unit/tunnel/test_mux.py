@@ -1,0 +1,313 @@
+"""The stream multiplexer over an in-memory link: credits, isolation, resets, liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from inference_club.tunnel.mux import ConnectionLost, Mux, Stream, StreamReset, StreamUnavailable
+from inference_club.tunnel.protocol import (
+    HEADER,
+    CloseCode,
+    Flag,
+    Frame,
+    FrameType,
+    GoAway,
+    ResetCode,
+)
+
+
+class MemoryLink:
+    """One end of an in-memory WebSocket: messages in order, close seen by the peer."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.peer: MemoryLink | None = None
+        self.closed_with: tuple[int, str] | None = None
+        self.sent: list[bytes] = []
+        self.mute = False  # drop everything sent (a peer that went silent)
+
+    async def receive(self) -> bytes | None:
+        return await self.inbox.get()
+
+    async def send(self, data: bytes) -> None:
+        if self.closed_with is not None:
+            raise ConnectionError("closed")
+        self.sent.append(data)
+        if self.peer is not None and not self.mute:
+            self.peer.inbox.put_nowait(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed_with is None:
+            self.closed_with = (code, reason)
+            if self.peer is not None:
+                self.peer.inbox.put_nowait(None)
+
+
+def link_pair() -> tuple[MemoryLink, MemoryLink]:
+    a, b = MemoryLink(), MemoryLink()
+    a.peer, b.peer = b, a
+    return a, b
+
+
+@dataclass
+class Pair:
+    hub: Mux
+    agent: Mux
+    hub_link: MemoryLink
+    agent_link: MemoryLink
+    opened: list[tuple[Stream, Frame]] = field(default_factory=list)
+    resets: list[Stream] = field(default_factory=list)
+    controls: list[Frame] = field(default_factory=list)
+
+    async def accepted(self, count: int = 1) -> list[Stream]:
+        await eventually(lambda: len(self.opened) >= count)
+        return [s for s, _ in self.opened[:count]]
+
+
+@contextlib.asynccontextmanager
+async def running_pair(**options: Any) -> AsyncIterator[Pair]:
+    hub_link, agent_link = link_pair()
+    window = options.pop("window", 4096)
+    common: dict[str, Any] = {"recv_window": window, "send_window": window, **options}
+    hub = Mux(hub_link, opener=True, label="hub", **common)
+    pair = Pair(hub, hub, hub_link, agent_link)
+    agent = Mux(
+        agent_link, opener=False, label="agent",
+        on_open=lambda s, f: pair.opened.append((s, f)),
+        on_reset=pair.resets.append,
+        on_control=pair.controls.append,
+        **common,
+    )
+    pair.agent = agent
+    tasks = [asyncio.create_task(hub.run()), asyncio.create_task(agent.run())]
+    try:
+        yield pair
+    finally:
+        hub.close()
+        agent.close()
+        await asyncio.wait(tasks, timeout=3)
+        for task in tasks:
+            task.cancel()
+
+
+def open_request(mux: Mux, *, end: bool = False) -> Stream:
+    stream = mux.open_stream()
+    stream.send_head(Frame(FrameType.OPEN, stream.id, Flag.END if end else Flag.NONE, b"{}"))
+    return stream
+
+
+async def read_all(stream: Stream) -> bytes:
+    out = bytearray()
+    while (chunk := await stream.read()) is not None:
+        out += chunk
+    return bytes(out)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def test_request_and_answer_both_ways() -> None:
+    async with running_pair() as pair:
+        stream = open_request(pair.hub)
+        await stream.write(b"request body")
+        stream.end()
+        (agent_side,) = await pair.accepted()
+        assert await read_all(agent_side) == b"request body"
+        agent_side.send_head(Frame(FrameType.RESPONSE, agent_side.id, Flag.NONE, b'{"status":200}'))
+        head = await stream.head
+        assert head.payload == b'{"status":200}'
+        reader = asyncio.create_task(read_all(stream))
+        await agent_side.write(b"x" * 20000)  # more than the window: needs credit back
+        agent_side.end()
+        assert await reader == b"x" * 20000
+
+
+async def test_large_writes_are_split_into_bounded_frames() -> None:
+    async with running_pair(window=1 << 20) as pair:
+        stream = open_request(pair.hub)
+        (agent_side,) = await pair.accepted()
+        reader = asyncio.create_task(read_all(agent_side))
+        await stream.write(b"y" * 300_000)
+        stream.end()
+        assert len(await reader) == 300_000
+        sizes = [len(m) - HEADER.size for m in pair.hub_link.sent if m[0] == FrameType.DATA]
+        assert max(sizes) <= 64 * 1024
+
+
+async def test_a_stalled_stream_is_bounded_and_does_not_stall_others() -> None:
+    async with running_pair(window=4096) as pair:
+        stalled = open_request(pair.hub, end=True)
+        other = open_request(pair.hub, end=True)
+        agent_stalled, agent_other = await pair.accepted(2)
+        for s in (agent_stalled, agent_other):
+            s.send_head(Frame(FrameType.RESPONSE, s.id, Flag.NONE, b"{}"))
+        await stalled.head
+        await other.head
+
+        # The hub never reads `stalled`: its writer blocks once the window is used up.
+        writer = asyncio.create_task(agent_stalled.write(b"s" * 100_000))
+        await eventually(lambda: stalled.buffered == 4096)
+        await asyncio.sleep(0.05)
+        assert not writer.done()
+        assert stalled.buffered == 4096 and stalled.max_buffered <= 4096
+
+        # Meanwhile the other stream moves 1 MB through the same connection.
+        started = time.monotonic()
+        sender = asyncio.create_task(agent_other.write(b"o" * 1_000_000))
+        received = 0
+        while received < 1_000_000:
+            chunk = await other.read()
+            assert chunk is not None
+            received += len(chunk)
+        await sender
+        assert time.monotonic() - started < 2
+        assert stalled.buffered == 4096
+
+        # Reading the stalled stream releases its writer; nothing was lost.
+        reader = asyncio.create_task(read_all(stalled))
+        await writer
+        agent_stalled.end()
+        assert await reader == b"s" * 100_000
+
+
+async def test_sending_beyond_the_credit_is_a_protocol_error() -> None:
+    async with running_pair(window=1024) as pair:
+        stream = open_request(pair.hub)
+        await pair.accepted()
+        # Bypass the credit check, as a broken peer would.
+        await pair.hub_link.send(Frame(FrameType.DATA, stream.id, Flag.NONE, b"z" * 2048).encode())
+        await eventually(lambda: pair.agent.closed)
+        assert pair.agent.close_code == CloseCode.PROTOCOL_ERROR
+        assert "exceed the credit" in pair.agent.close_reason
+        await eventually(lambda: pair.hub.closed)
+        with pytest.raises(ConnectionLost):
+            await stream.read()
+
+
+async def test_oversized_and_garbage_frames_close_the_connection() -> None:
+    async with running_pair(recv_max_frame=32 * 1024) as pair:
+        await pair.hub_link.send(Frame(FrameType.PING, 0, Flag.NONE, b"p" * 40_000).encode())
+        await eventually(lambda: pair.agent.closed)
+        assert pair.agent.close_code == CloseCode.PROTOCOL_ERROR
+        assert "exceeds the limit" in pair.agent.close_reason
+
+
+async def test_cancel_from_the_opener_reaches_the_other_side() -> None:
+    async with running_pair() as pair:
+        stream = open_request(pair.hub)
+        (agent_side,) = await pair.accepted()
+        stream.reset(ResetCode.CANCEL, "client went away")
+        await eventually(lambda: pair.resets == [agent_side])
+        with pytest.raises(StreamReset) as info:
+            await agent_side.read()
+        assert info.value.code == "cancel"
+        assert pair.hub.streams == {} and pair.agent.streams == {}
+
+
+async def test_reset_from_the_agent_fails_the_waiting_head_and_reads() -> None:
+    async with running_pair() as pair:
+        waiting = open_request(pair.hub, end=True)
+        streaming = open_request(pair.hub, end=True)
+        agent_waiting, agent_streaming = await pair.accepted(2)
+        agent_waiting.reset(ResetCode.REFUSED, "busy")
+        with pytest.raises(StreamReset, match="busy"):
+            await waiting.head
+        agent_streaming.send_head(Frame(FrameType.RESPONSE, agent_streaming.id, Flag.NONE, b"{}"))
+        await agent_streaming.write(b"partial")
+        agent_streaming.reset(ResetCode.UPSTREAM_ERROR, "engine broke off", after_data=True)
+        await streaming.head
+        assert await streaming.read() == b"partial"  # what arrived first is still delivered
+        with pytest.raises(StreamReset) as info:
+            await streaming.read()
+        assert info.value.code == "upstream_error"
+
+
+async def test_connection_loss_fails_every_stream() -> None:
+    async with running_pair() as pair:
+        first = open_request(pair.hub)
+        second = open_request(pair.hub)
+        await pair.accepted(2)
+        pair.agent_link.inbox.put_nowait(None)  # the agent's socket died
+        await eventually(lambda: pair.agent.closed and pair.hub.closed)
+        for stream in (first, second):
+            with pytest.raises(ConnectionLost):
+                await stream.head
+        with pytest.raises(StreamUnavailable):
+            pair.hub.open_stream()
+
+
+async def test_a_silent_peer_is_declared_dead() -> None:
+    async with running_pair(ping_interval_s=0.05, dead_after_s=0.3) as pair:
+        await asyncio.sleep(0.4)
+        assert not pair.hub.closed and pair.hub.rtt_s is not None  # pings answered: alive
+        stream = open_request(pair.hub)
+        pair.agent_link.mute = True  # the agent goes silent without closing anything
+        started = time.monotonic()
+        await eventually(lambda: pair.hub.closed, timeout=2)
+        assert time.monotonic() - started < 0.3 + 0.2
+        assert pair.hub.close_code == CloseCode.PEER_SILENT
+        with pytest.raises(ConnectionLost, match="silent"):
+            await stream.head
+
+
+async def test_draining_refuses_new_streams_and_goaway_stops_the_opener() -> None:
+    async with running_pair() as pair:
+        running = open_request(pair.hub)
+        (agent_running,) = await pair.accepted()
+        pair.agent.draining = True
+        late = open_request(pair.hub)
+        with pytest.raises(StreamReset) as info:
+            await late.head
+        assert info.value.code == "refused"
+        pair.agent.send_control(GoAway("draining").to_frame())
+        await eventually(lambda: pair.hub.peer_draining)
+        assert not pair.hub.accepts_streams
+        with pytest.raises(StreamUnavailable):
+            pair.hub.open_stream()
+        # The running stream still completes.
+        agent_running.send_head(Frame(FrameType.RESPONSE, agent_running.id, Flag.END, b"{}"))
+        await running.head
+        assert await read_all(running) == b""
+
+
+async def test_stream_limit() -> None:
+    async with running_pair(max_streams=2) as pair:
+        pair.hub.open_stream()
+        pair.hub.open_stream()
+        with pytest.raises(StreamUnavailable, match="2 streams"):
+            pair.hub.open_stream()
+
+
+async def test_only_the_opener_opens_and_ids_never_repeat() -> None:
+    async with running_pair() as pair:
+        await pair.agent_link.send(Frame(FrameType.OPEN, 1, Flag.NONE, b"{}").encode())
+        await eventually(lambda: pair.hub.closed)
+        assert "may not open" in pair.hub.close_reason
+    async with running_pair() as pair:
+        await pair.hub_link.send(Frame(FrameType.OPEN, 5, Flag.NONE, b"{}").encode())
+        await pair.hub_link.send(Frame(FrameType.OPEN, 5, Flag.NONE, b"{}").encode())
+        await eventually(lambda: pair.agent.closed)
+        assert "reuses stream id" in pair.agent.close_reason
+
+
+async def test_late_frames_for_finished_streams_are_ignored() -> None:
+    async with running_pair() as pair:
+        stream = open_request(pair.hub)
+        (agent_side,) = await pair.accepted()
+        stream.reset()
+        await pair.hub_link.send(Frame(FrameType.DATA, stream.id, Flag.NONE, b"late").encode())
+        agent_side.send_head(Frame(FrameType.RESPONSE, agent_side.id, Flag.NONE, b"{}"))
+        await asyncio.sleep(0.05)
+        assert not pair.hub.closed and not pair.agent.closed

@@ -19,6 +19,7 @@ from inference_club.services.registry import ProviderRegistry
 from inference_club.services.router import Router
 from inference_club.services.transports.base import Transports
 from inference_club.services.transports.direct import DirectTransport
+from inference_club.services.transports.tunnel import TunnelTransport
 from inference_club.services.usage import UsageRecorder
 from inference_club.settings import Settings
 from inference_club.store.db import Database
@@ -76,7 +77,10 @@ def build_hub(settings: Settings) -> Hub:
     registry = ProviderRegistry(database, settings)
     capacity = Capacity()
     breaker = CircuitBreaker(threshold=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s)
-    transports = Transports({"direct": DirectTransport(http)})
+    tunnel = TunnelTransport(
+        registry, upstream_timeout_s=settings.upstream_timeout_s, heartbeat_interval_s=settings.heartbeat_interval_s
+    )
+    transports = Transports({"direct": DirectTransport(http), "tunnel": tunnel})
     router = Router(settings, registry, capacity, breaker, transports)
     files = FileService(database, LocalFileStore(settings.files_dir), secret=settings.effective_secret_key())
     usage = UsageRecorder(database, auth, interval_s=settings.usage_flush_interval_s)

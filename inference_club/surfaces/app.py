@@ -22,6 +22,7 @@ from inference_club.surfaces.http import (
     jobs,
     models,
 )
+from inference_club.surfaces.http import tunnel as tunnel_routes
 from inference_club.surfaces.http.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     error_handlers.install(app)
     for module in (health, models, inference, jobs, batches, files, agent, docs):
         app.include_router(module.router)
+    app.include_router(tunnel_routes.router)
     docs.mount_static(app)
     # Outermost last: the request id wraps everything, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)

@@ -70,7 +70,8 @@ def build_cli_config(
 @click.option("--direct", is_flag=True, default=False, envvar="IC_AGENT_DIRECT",
               show_envvar=True,
               help="Use the direct transport: serve HTTP on --listen and let the hub call "
-              "--callback-url (currently the only transport).")
+              "--callback-url. Without it the agent dials out to the hub over the tunnel "
+              "(the default; no listening port).")
 @click.option("--listen", envvar="IC_AGENT_LISTEN", show_envvar=True, metavar="HOST:PORT",
               help=f"Where the direct transport listens (default {DEFAULT_LISTEN}; port 0 "
               "picks a free port).")

@@ -5,8 +5,9 @@ port with ``listen_port=0`` and read :attr:`AgentRunner.callback_url`);
 :func:`run_agent` runs one until SIGINT/SIGTERM or a ``stop`` event.
 
 Transports are a seam: :data:`TRANSPORTS` maps a config ``transport`` value to a
-factory ``(config, relay, secrets) -> AgentTransport``. Only ``direct`` exists yet; the
-tunnel transport registers itself here when it lands.
+factory ``(config, relay, secrets) -> AgentTransport``: ``tunnel`` (the default, see
+``agent/tunnel.py``) and ``direct``. A transport that is a :class:`HeartbeatCarrier` (the
+tunnel) carries the heartbeat itself; the HTTP heartbeat loop then does not run.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -32,6 +33,7 @@ __all__ = [
     "TRANSPORTS",
     "AgentRunner",
     "AgentTransport",
+    "HeartbeatCarrier",
     "TransportFactory",
     "TransportUnavailable",
     "run_agent",
@@ -58,6 +60,17 @@ class AgentTransport(Protocol):
 TransportFactory = Callable[[AgentConfig, Relay, SecretBox], AgentTransport]
 
 
+@runtime_checkable
+class HeartbeatCarrier(Protocol):
+    """A transport that sends the heartbeat over its own connection (the tunnel)."""
+
+    registered: asyncio.Event
+
+    def carry_heartbeat(self, build_body: Callable[[], Awaitable[dict[str, Any]]]) -> None: ...
+
+    def poke(self) -> None: ...
+
+
 class TransportUnavailable(RuntimeError):
     """The configured transport is not implemented by this agent."""
 
@@ -73,7 +86,13 @@ def _direct(config: AgentConfig, relay: Relay, secrets: SecretBox) -> AgentTrans
     )
 
 
-TRANSPORTS: dict[str, TransportFactory] = {"direct": _direct}
+def _tunnel(config: AgentConfig, relay: Relay, secrets: SecretBox) -> AgentTransport:
+    from .tunnel import TunnelClient
+
+    return TunnelClient(config, relay)
+
+
+TRANSPORTS: dict[str, TransportFactory] = {"direct": _direct, "tunnel": _tunnel}
 
 
 def transport_factory(name: str) -> TransportFactory:
@@ -81,9 +100,8 @@ def transport_factory(name: str) -> TransportFactory:
         return TRANSPORTS[name]
     except KeyError:
         raise TransportUnavailable(
-            f"the {name!r} transport is not available yet; only 'direct' is: "
-            "run with --direct --listen HOST:PORT (and --callback-url if the hub "
-            "reaches this machine under another address)"
+            f"the {name!r} transport is not available; use 'tunnel' (the default) or "
+            "'direct' (--direct --listen HOST:PORT)"
         ) from None
 
 
@@ -125,8 +143,11 @@ class AgentRunner:
             self.engine_client,
             interval_s=config.discover_interval_s,
             timeout_s=min(10.0, config.connect_timeout_s + 5.0),
-            on_change=self.heartbeat.poke,
+            on_change=self._poke,
         )
+        self._carrier = self.transport if isinstance(self.transport, HeartbeatCarrier) else None
+        if self._carrier is not None:
+            self._carrier.carry_heartbeat(self._heartbeat_body)
         self._report_gpus = report_gpus
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,8 +165,11 @@ class AgentRunner:
 
     @property
     def registered(self) -> asyncio.Event:
-        """Set once the hub has accepted a heartbeat."""
-        return self.heartbeat.registered
+        """Set once the hub has accepted a heartbeat (over the tunnel: welcomed it)."""
+        return self._carrier.registered if self._carrier is not None else self.heartbeat.registered
+
+    def _poke(self) -> None:
+        (self._carrier or self.heartbeat).poke()
 
     def set_agent_secret(self, secret: str) -> None:
         """Accept ``secret`` from the hub (normally set by the heartbeat answer)."""
@@ -170,10 +194,9 @@ class AgentRunner:
             self.transport.name,
             f" at {self.callback_url}" if self.callback_url else "",
         )
-        self._tasks = [
-            asyncio.create_task(self.heartbeat.run(self._stop), name="agent-heartbeat"),
-            asyncio.create_task(self.discovery.run(self._stop), name="agent-discovery"),
-        ]
+        self._tasks = [asyncio.create_task(self.discovery.run(self._stop), name="agent-discovery")]
+        if self._carrier is None:
+            self._tasks.append(asyncio.create_task(self.heartbeat.run(self._stop), name="agent-heartbeat"))
 
     async def stop(self) -> None:
         """Stop heartbeating and discovery, drain the transport, close clients."""

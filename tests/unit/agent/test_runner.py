@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from inference_club.agent.cli import agent_command
-from inference_club.agent.runner import AgentRunner, TransportUnavailable, run_agent
+from inference_club.agent.runner import AgentRunner, TransportUnavailable, run_agent, transport_factory
 from inference_club.testing.servers import ProcessHandle, free_port
 
 from .stubs import EngineStub, FakeHub, eventually, make_config
@@ -52,10 +52,13 @@ async def test_hub_transport_seam_for_in_process_hubs(
     await runner.stop()  # idempotent
 
 
-def test_tunnel_transport_is_not_available_yet() -> None:
+def test_tunnel_is_the_default_transport() -> None:
     config = make_config([{"type": "llm", "url": "http://127.0.0.1:9/v1"}], transport="tunnel")
-    with pytest.raises(TransportUnavailable, match="--direct"):
-        AgentRunner(config)
+    runner = AgentRunner(config)
+    assert runner.transport.name == "tunnel" and runner.callback_url is None
+    assert runner.registered is not runner.heartbeat.registered  # the tunnel carries the heartbeat
+    with pytest.raises(TransportUnavailable, match="'tunnel'"):
+        transport_factory("carrier-pigeon")
 
 
 def test_cli_help_lists_options_with_env_vars() -> None:
@@ -85,13 +88,11 @@ def test_cli_help_lists_options_with_env_vars() -> None:
         (["--hub", "hub.example"], "--hub: must be an http:// or https:// URL"),
         (["--listen", "nope"], "--listen: expected HOST:PORT"),
         (["--config", "/nonexistent.toml"], "config file not found"),
-        ([], "only 'direct' is"),
     ],
 )
 def test_cli_errors_exit_2_without_traceback(args: list[str], fragment: str) -> None:
     base = ["--hub", "http://127.0.0.1:1", "--key", "k", "--service", "llm=http://127.0.0.1:9/v1"]
-    direct = [] if args == [] else ["--direct"]
-    result = CliRunner().invoke(agent_command, [*base, *direct, *args])
+    result = CliRunner().invoke(agent_command, [*base, "--direct", *args])
     assert result.exit_code == 2, result.output
     assert fragment in result.output
     assert "Traceback" not in result.output

@@ -375,6 +375,10 @@ class Dispatcher:
             # just went away. The job waits in the queue; this was not an attempt.
             await self._hand_back(job, attempt)
         except asyncio.CancelledError:
+            # Handled here: the upstream request is closed; what is left is bookkeeping.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             running = self._running.get(job.id)
             if running is None or not running.abandoned:
                 await self._hand_back(job, attempt)  # shutting down

@@ -395,8 +395,8 @@ async def test_two_users_queueing_100_jobs_each_are_interleaved(hub: RunningHub)
         body = {"model": "fake-embed", "input": "x", "fake_fault": "latency=0.01"}
         batch = {"requests": [{"endpoint": "/v1/embeddings", "body": body}] * 100}
         async with stack.http() as alice_http, stack.http(bob) as bob_http:
-            first = await alice_http.post("/v1/batches", json=batch)
-            second = await bob_http.post("/v1/batches", json=batch)
+            first, second = await asyncio.gather(
+                alice_http.post("/v1/batches", json=batch), bob_http.post("/v1/batches", json=batch))
             assert first.status_code == second.status_code == 202
             for http, batch_id in ((alice_http, first.json()["id"]), (bob_http, second.json()["id"])):
                 async def done(http: httpx.AsyncClient = http, batch_id: str = batch_id) -> bool:
@@ -417,7 +417,7 @@ async def test_two_users_queueing_100_jobs_each_are_interleaved(hub: RunningHub)
             run = run + 1 if previous == current else 1
             longest = max(longest, run)
         assert longest <= 2, tail[:end]
-        assert start <= 20, order[:30]
+        assert start <= 30, order[:40]
 
 
 # --------------------------------------------------------------------------- shutdown

@@ -39,12 +39,13 @@ def settings(tmp_path: Path) -> Settings:
 
 @asynccontextmanager
 async def small_stack(hub: RunningHub, *, max_concurrency: int, types: list[str] | None = None,
-                      user: str = "alice") -> AsyncIterator[Stack]:
+                      user: str = "alice", transport: str = "direct") -> AsyncIterator[Stack]:
     key = await hub.new_user(user)
     async with AsyncExitStack() as exits:
         state, url = await exits.enter_async_context(engine_server())
-        agent = await exits.enter_async_context(
-            run_agent(hub.base_url, key, "rig", services_for(url, max_concurrency=max_concurrency, types=types)))
+        agent = await exits.enter_async_context(run_agent(
+            hub.base_url, key, "rig", services_for(url, max_concurrency=max_concurrency, types=types),
+            transport=transport))
         yield Stack(hub=hub, key=key, engine=state, engine_url=url, agents=[agent])
 
 
@@ -238,8 +239,10 @@ async def test_engine_4xx_fails_at_once_and_retry_runs_it_again(stack: Stack) ->
         assert cancel_done.status_code == 409
 
 
-async def test_cancel_queued_and_processing_jobs(hub: RunningHub) -> None:
-    async with small_stack(hub, max_concurrency=1, types=["llm"]) as stack, stack.http() as http:
+@pytest.mark.parametrize("transport", ["direct", "tunnel"])
+async def test_cancel_queued_and_processing_jobs(hub: RunningHub, transport: str) -> None:
+    async with small_stack(hub, max_concurrency=1, types=["llm"], transport=transport) as stack, \
+            stack.http() as http:
         running = await submit(http, "/v1/chat/completions",
                                {"model": "fake-chat", "messages": CHAT, "fake_fault": "hang"})
         waiting = await submit(http, "/v1/chat/completions", {"model": "fake-chat", "messages": CHAT})

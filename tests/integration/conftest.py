@@ -1,4 +1,4 @@
-"""A whole stack on loopback: hub, fake engine, and in-process agents (direct transport)."""
+"""A whole stack on loopback: hub, fake engine, and in-process agents (tunnel and direct transports)."""
 
 from __future__ import annotations
 
@@ -45,9 +45,10 @@ def services_for(engine_url: str, *, max_concurrency: int = 4, types: Sequence[s
 
 
 @asynccontextmanager
-async def run_agent(hub_url: str, key: str, name: str, services: list[dict[str, Any]]) -> AsyncIterator[AgentRunner]:
+async def run_agent(hub_url: str, key: str, name: str, services: list[dict[str, Any]],
+                    transport: str = "direct") -> AsyncIterator[AgentRunner]:
     config = build_config({
-        "hub": hub_url, "key": key, "name": name, "transport": "direct", "listen": "127.0.0.1:0",
+        "hub": hub_url, "key": key, "name": name, "transport": transport, "listen": "127.0.0.1:0",
         "services": services,
     })
     runner = AgentRunner(config, report_gpus=False)
@@ -69,6 +70,7 @@ class Stack:
     engine: FakeEngineState
     engine_url: str
     agents: list[AgentRunner] = field(default_factory=list)
+    transport: str = "direct"
 
     def client(self, key: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.hub.base_url}/v1", api_key=key or self.key, max_retries=0,
@@ -89,10 +91,12 @@ async def engine_server(state: FakeEngineState | None = None) -> AsyncIterator[t
         yield state, url
 
 
-@pytest.fixture
-async def stack(hub: RunningHub) -> AsyncIterator[Stack]:
+@pytest.fixture(params=["direct", "tunnel"])
+async def stack(hub: RunningHub, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    transport: str = request.param
     key = await hub.new_user("alice")
     async with AsyncExitStack() as exits:
         state, url = await exits.enter_async_context(engine_server())
-        agent = await exits.enter_async_context(run_agent(hub.base_url, key, "home-rig", services_for(url)))
-        yield Stack(hub=hub, key=key, engine=state, engine_url=url, agents=[agent])
+        agent = await exits.enter_async_context(
+            run_agent(hub.base_url, key, "home-rig", services_for(url), transport=transport))
+        yield Stack(hub=hub, key=key, engine=state, engine_url=url, agents=[agent], transport=transport)

@@ -26,7 +26,9 @@ def llama(tmp_path: Path, processes: list[ProcessHandle]) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[ProcessHandle], llama: str) -> None:
+@pytest.mark.parametrize("transport", ["direct", "tunnel"])
+def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[ProcessHandle], llama: str,
+                                         transport: str) -> None:
     engine, engine_url = start_fake_engine(tmp_path)
     processes.append(engine)
     hub = start_hub(tmp_path)
@@ -41,7 +43,7 @@ def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[Process
         {"type": "image", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-image"}]},
         {"type": "stt", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-whisper"}]},
     ])
-    agent = start_agent(tmp_path, hub.url, hub.key, "home-rig", config)
+    agent = start_agent(tmp_path, hub.url, hub.key, "home-rig", config, transport=transport)
     processes.append(agent)
     wait_for_model(hub.url, hub.key, "fake-whisper", process=agent)
 
@@ -83,12 +85,13 @@ def test_first_serve_prints_key_once(tmp_path: Path, processes: list[ProcessHand
     assert client.models.list().data == []
 
 
-def _video_agent(tmp_path: Path, hub_url: str, key: str, name: str, engine_url: str) -> ProcessHandle:
+def _video_agent(tmp_path: Path, hub_url: str, key: str, name: str, engine_url: str,
+                 transport: str = "direct") -> ProcessHandle:
     config = write_agent_config(tmp_path / f"{name}.toml", [
         {"type": "llm", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-chat"}]},
         {"type": "video", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-video"}]},
     ])
-    return start_agent(tmp_path, hub_url, key, name, config)
+    return start_agent(tmp_path, hub_url, key, name, config, transport=transport)
 
 
 def test_large_video_flows_with_bounded_hub_memory(tmp_path: Path, processes: list[ProcessHandle]) -> None:
@@ -123,7 +126,9 @@ def test_large_video_flows_with_bounded_hub_memory(tmp_path: Path, processes: li
         assert int(head.headers["content-length"]) == size
 
 
-def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: list[ProcessHandle]) -> None:
+@pytest.mark.parametrize("transport", ["direct", "tunnel"])
+def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: list[ProcessHandle],
+                                                    transport: str) -> None:
     import concurrent.futures
     import time
 
@@ -131,11 +136,12 @@ def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: l
     processes.append(engine)
     hub = start_hub(tmp_path)
     processes.append(hub.handle)
-    agents = [_video_agent(tmp_path, hub.url, hub.key, name, engine_url) for name in ("rig-a", "rig-b")]
+    agents = [_video_agent(tmp_path, hub.url, hub.key, name, engine_url, transport) for name in ("rig-a", "rig-b")]
     processes.extend(agents)
     client = openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.key, max_retries=0, timeout=30)
     deadline = time.monotonic() + 30
-    while not all("registered with the hub" in a.log_text() for a in agents) and time.monotonic() < deadline:
+    registered = ("registered with the hub", "open: provider")  # direct heartbeat, tunnel welcome
+    while not all(any(r in a.log_text() for r in registered) for a in agents) and time.monotonic() < deadline:
         time.sleep(0.05)
 
     def ask(i: int) -> str:

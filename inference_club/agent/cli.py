@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -117,12 +119,22 @@ def agent_command(
 
     _setup_logging(log_level)
     try:
-        asyncio.run(run_agent(config))
+        _run_on_fastest_loop(run_agent(config))
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+
+
+def _run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (it ships with uvicorn[standard]): less CPU per relayed request."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _setup_logging(level: str) -> None:

@@ -7,6 +7,7 @@ memory and written by the usage recorder, never on the request path.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections import OrderedDict
@@ -47,6 +48,8 @@ class KeyAuthenticator:
         self._ttl = ttl_s
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._last_used: dict[str, datetime] = {}
+        # One database read per key at a time: concurrent requests share it.
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         raw = _bearer(authorization)
@@ -54,11 +57,28 @@ class KeyAuthenticator:
         now = time.monotonic()
         entry = self._cache.get(key_hash)
         if entry is None or entry.expires < now:
-            entry = await self._load(key_hash, now)
+            entry = await self._load_once(key_hash, now)
         if entry.principal is None or not hmac.compare_digest(entry.key_hash, key_hash):
             raise AuthError()
         self._last_used[entry.principal.key_id] = utcnow()
         return entry.principal
+
+    async def _load_once(self, key_hash: str, now: float) -> _Entry:
+        pending = self._loading.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
+        self._loading[key_hash] = future
+        try:
+            entry = await self._load(key_hash, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved when nobody else waits
+            raise
+        finally:
+            self._loading.pop(key_hash, None)
+        future.set_result(entry)
+        return entry
 
     async def _load(self, key_hash: str, now: float) -> _Entry:
         async with self._db.read() as session:

@@ -34,5 +34,10 @@ def base_url(request: Request) -> str:
     return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
 
 
-HubDep = Annotated[Hub, Depends(get_hub)]
+async def _hub(request: Request) -> Hub:
+    # async, so FastAPI does not hop to a worker thread for it on every request
+    return get_hub(request)
+
+
+HubDep = Annotated[Hub, Depends(_hub)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

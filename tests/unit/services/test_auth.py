@@ -109,6 +109,16 @@ async def test_cache_hit_does_no_database_query(
     assert queries.statements == []
 
 
+async def test_concurrent_misses_share_one_database_read(
+    accounts: Accounts, auth: KeyAuthenticator, queries: StatementLog
+) -> None:
+    raw, _ = await _key(accounts)
+    queries.clear()
+    principals = await asyncio.gather(*[auth.authenticate(f"Bearer {raw}") for _ in range(20)])
+    assert len({p.key_id for p in principals}) == 1
+    assert len(queries.statements) == 1
+
+
 async def test_unknown_keys_are_cached_briefly_too(auth: KeyAuthenticator, queries: StatementLog) -> None:
     for _ in range(20):
         with pytest.raises(AuthError):

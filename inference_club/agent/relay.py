@@ -26,6 +26,8 @@ from types import TracebackType
 import httpx
 import orjson
 
+from inference_club.netpool import pooled_client
+
 from .discovery import Catalog, ServiceState
 
 __all__ = [
@@ -88,7 +90,7 @@ def make_engine_client(
     ``trust_env`` is off: local servers are never reached through a proxy configured
     for the outside world.
     """
-    return httpx.AsyncClient(
+    return pooled_client(
         timeout=httpx.Timeout(
             connect=connect_timeout_s,
             read=request_timeout_s,
@@ -100,8 +102,6 @@ def make_engine_client(
         limits=httpx.Limits(
             max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0
         ),
-        trust_env=False,
-        follow_redirects=False,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from inference_club.netpool import pooled_client
 from inference_club.services.accounts import Accounts
 from inference_club.services.auth import KeyAuthenticator
 from inference_club.services.batches import BatchService
@@ -66,11 +67,9 @@ def build_hub(settings: Settings) -> Hub:
     settings.check_safe()
     database = Database(settings)
     # One pooled client per process for every call to an agent.
-    http = httpx.AsyncClient(
+    http = pooled_client(
         timeout=httpx.Timeout(settings.upstream_timeout_s, connect=settings.connect_timeout_s),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        follow_redirects=False,
-        trust_env=False,
     )
     accounts = Accounts(database)
     auth = KeyAuthenticator(database, ttl_s=settings.key_cache_ttl_s)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -12,23 +10,6 @@ from sqlalchemy import text
 from inference_club.errors import Conflict, InvalidRequest, NotFound
 from inference_club.services.accounts import KEY_PREFIX, Accounts, hash_key
 from inference_club.store.db import Database
-from inference_club.store.migrate import migrate
-from tests.conftest import make_settings
-
-
-@pytest.fixture
-async def database(tmp_path: Path, database_url: str | None) -> AsyncIterator[Database]:
-    db = Database(make_settings(tmp_path / "data", database_url))
-    await migrate(db)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-def accounts(database: Database) -> Accounts:
-    return Accounts(database)
 
 
 async def test_create_and_list_users(accounts: Accounts) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,25 +15,8 @@ from inference_club.services.accounts import Accounts
 from inference_club.services.auth import KeyAuthenticator
 from inference_club.services.usage import UsageRecorder
 from inference_club.store.db import Database
-from inference_club.store.migrate import migrate
-from tests.conftest import make_settings
 
 TTL_S = 0.5
-
-
-@pytest.fixture
-async def database(tmp_path: Path, database_url: str | None) -> AsyncIterator[Database]:
-    db = Database(make_settings(tmp_path / "data", database_url))
-    await migrate(db)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-def accounts(database: Database) -> Accounts:
-    return Accounts(database)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,40 +142,48 @@ async def _get_json(
         return None, EngineListing(True, None, f"invalid JSON from {url}")
 
 
-async def _openai_listing(
-    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout: float
+async def _listing(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    list_key: str,
+    read: Callable[[dict[str, Any]], DiscoveredModel | None],
 ) -> EngineListing:
+    """GET a model list document and read each entry of its ``list_key`` array."""
     doc, failed = await _get_json(client, url, headers, timeout)
     if failed is not None:
         return failed
-    items = doc.get("data") if isinstance(doc, dict) else None
+    items = doc.get(list_key) if isinstance(doc, dict) else None
     if not isinstance(items, list):
-        return EngineListing(True, None, f"no 'data' list in the answer of {url}")
-    models: list[DiscoveredModel] = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-            continue
-        models.append(DiscoveredModel(id=item["id"], context_length=_declared_context(item)))
-    return EngineListing(True, tuple(models))
+        return EngineListing(True, None, f"no '{list_key}' list in the answer of {url}")
+    models = tuple(m for item in items if isinstance(item, dict) and (m := read(item)) is not None)
+    return EngineListing(True, models)
+
+
+def _openai_model(item: dict[str, Any]) -> DiscoveredModel | None:
+    model_id = item.get("id")
+    if not isinstance(model_id, str) or not model_id:
+        return None
+    return DiscoveredModel(id=model_id, context_length=_declared_context(item))
+
+
+def _ollama_model(item: dict[str, Any]) -> DiscoveredModel | None:
+    name = item.get("model") or item.get("name")
+    return DiscoveredModel(id=name) if isinstance(name, str) and name else None
+
+
+async def _openai_listing(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout: float
+) -> EngineListing:
+    return await _listing(client, url, headers, timeout, list_key="data", read=_openai_model)
 
 
 async def _ollama_tags(
     client: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout: float
 ) -> EngineListing:
-    doc, failed = await _get_json(client, url, headers, timeout)
-    if failed is not None:
-        return failed
-    items = doc.get("models") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
-        return EngineListing(True, None, f"no 'models' list in the answer of {url}")
-    models: list[DiscoveredModel] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        name = item.get("model") or item.get("name")
-        if isinstance(name, str) and name:
-            models.append(DiscoveredModel(id=name))
-    return EngineListing(True, tuple(models))
+    return await _listing(client, url, headers, timeout, list_key="models", read=_ollama_model)
 
 
 def _declared_context(item: Mapping[str, Any]) -> int | None:

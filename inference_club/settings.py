@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         100 * 1024 * 1024, gt=0, description="Largest multipart upload accepted (413 above)."
     )
 
+    rate_limit_rpm: int = Field(
+        0,
+        ge=0,
+        description="Inference requests (sync or async) each API key may make per minute; 0 turns the limit off.",
+    )
+
     # Background work
     key_cache_ttl_s: float = Field(
         5.0, gt=0, description="API keys are re-checked against the database this often (revocation delay)."

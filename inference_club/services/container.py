@@ -16,6 +16,7 @@ from inference_club.services.dispatcher import Dispatcher
 from inference_club.services.executors import Executors
 from inference_club.services.files import FileService
 from inference_club.services.jobs import JobService, JobSignals
+from inference_club.services.ratelimit import RequestLimiter
 from inference_club.services.registry import ProviderRegistry
 from inference_club.services.router import Router
 from inference_club.services.transports.base import Transports
@@ -44,6 +45,7 @@ class Hub:
     router: Router
     files: FileService
     usage: UsageRecorder
+    limiter: RequestLimiter
     executors: Executors
     dispatcher: Dispatcher
     jobs: JobService
@@ -102,6 +104,7 @@ def build_hub(settings: Settings) -> Hub:
         router=router,
         files=files,
         usage=usage,
+        limiter=RequestLimiter(rpm=settings.rate_limit_rpm),
         executors=executors,
         dispatcher=dispatcher,
         jobs=jobs,

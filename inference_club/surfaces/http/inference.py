@@ -9,7 +9,9 @@ from starlette.responses import Response
 
 from inference_club.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from inference_club.errors import InvalidRequest
+from inference_club.services.auth import Principal
 from inference_club.services.bodies import MultipartBody
+from inference_club.services.container import Hub
 from inference_club.services.executors import Call
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
 from inference_club.surfaces.http.disconnect import unless_disconnected
@@ -22,30 +24,38 @@ router = APIRouter(tags=["inference"])
 
 def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
     async def handle(request: Request, hub: HubDep, principal: PrincipalDep) -> Response:
-        # Multipart uploads are spooled to temporary files that vanish when the body is dropped.
-        body, model = await read_inference_body(
-            request, endpoint, default_model=lambda: hub.router.default_model(principal, endpoint)
-        )
-        if body.get("async") in (True, "true"):
-            if not endpoint.async_capable or isinstance(body, MultipartBody):
-                raise InvalidRequest(
-                    f"{endpoint.path} does not take \"async\": true with file uploads; they run synchronously.",
-                    param="async",
-                )
-            return await accept_job(request, hub, principal, endpoint, model, body)
-        # The router answers no_provider itself; candidates are computed once, there.
-        call = Call(
-            principal=principal,
-            endpoint=endpoint,
-            model=model,
-            body=body.without("async"),
-            request_id=request_id(request),
-            base_url=base_url(request),
-        )
-        return await unless_disconnected(request, hub.executors.for_endpoint(endpoint).respond(call))
+        rate = hub.limiter.take(principal.key_id)
+        response = await _answer(request, hub, principal, endpoint)
+        if rate is not None:
+            response.headers.update(rate.headers())
+        return response
 
     handle.__name__ = endpoint.name.replace(".", "_")
     return handle
+
+
+async def _answer(request: Request, hub: Hub, principal: Principal, endpoint: Endpoint) -> Response:
+    # Multipart uploads are spooled to temporary files that vanish when the body is dropped.
+    body, model = await read_inference_body(
+        request, endpoint, default_model=lambda: hub.router.default_model(principal, endpoint)
+    )
+    if body.get("async") in (True, "true"):
+        if not endpoint.async_capable or isinstance(body, MultipartBody):
+            raise InvalidRequest(
+                f"{endpoint.path} does not take \"async\": true with file uploads; they run synchronously.",
+                param="async",
+            )
+        return await accept_job(request, hub, principal, endpoint, model, body)
+    # The router answers no_provider itself; candidates are computed once, there.
+    call = Call(
+        principal=principal,
+        endpoint=endpoint,
+        model=model,
+        body=body.without("async"),
+        request_id=request_id(request),
+        base_url=base_url(request),
+    )
+    return await unless_disconnected(request, hub.executors.for_endpoint(endpoint).respond(call))
 
 
 for _endpoint in ENDPOINTS:

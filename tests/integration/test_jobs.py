@@ -17,6 +17,7 @@ import pytest
 
 from inference_club.settings import Settings
 from inference_club.store import jobs as jobs_q
+from inference_club.store.db import Database
 from inference_club.testing.fake_engine import Fault
 from tests.conftest import RunningHub, make_settings, running_hub
 from tests.integration.conftest import Stack, engine_server, run_agent, services_for
@@ -446,12 +447,17 @@ async def test_shutdown_drains_running_jobs_and_hands_the_rest_back(tmp_path: Pa
         await engine.wait_until(lambda s: s.in_flight == 0, timeout=2)
         assert engine.stats.aborted == 1 and engine.stats.models["fake-embed"].requests == 2
 
-        async with running_hub(settings) as again:
-            async with again.hub.database.read() as session:
+        # Read the rows before a new hub starts: its dispatcher may claim the job at once.
+        database = Database(settings)
+        try:
+            async with database.read() as session:
                 drained = await jobs_q.get_job(session, job_id=quick["id"], user_id=None)
                 handed_back = await jobs_q.get_job(session, job_id=slow["id"], user_id=None)
-            assert drained is not None and drained.status == "PROCESSED"
-            assert handed_back is not None and handed_back.status == "QUEUED" and handed_back.attempts == 0
+        finally:
+            await database.dispose()
+        assert drained is not None and drained.status == "PROCESSED"
+        assert handed_back is not None and handed_back.status == "QUEUED" and handed_back.attempts == 0
+        async with running_hub(settings) as again:
             async with run_agent(again.base_url, key, "rig", services_for(url, types=["embedding"])), \
                     httpx.AsyncClient(base_url=again.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
                 done = await wait_job(http, slow["id"])

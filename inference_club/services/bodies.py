@@ -52,6 +52,12 @@ class UploadPart:
     file: IO[bytes]
     size: int
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The spooled upload from its start, read off the event loop."""
+        await anyio.to_thread.run_sync(self.file.seek, 0)
+        while chunk := await anyio.to_thread.run_sync(self.file.read, _CHUNK):
+            yield chunk
+
 
 @dataclass(slots=True)
 class MultipartBody:
@@ -88,11 +94,7 @@ class MultipartBody:
                 + f"\r\nContent-Type: {part.content_type}\r\n\r\n".encode()
             )
             yield head
-            await anyio.to_thread.run_sync(part.file.seek, 0)
-            while True:
-                chunk = await anyio.to_thread.run_sync(part.file.read, _CHUNK)
-                if not chunk:
-                    break
+            async for chunk in part.chunks():
                 yield chunk
             yield b"\r\n"
         yield f"--{self.boundary}--\r\n".encode()

@@ -43,10 +43,9 @@ async def upload_file(request: Request, hub: HubDep, principal: PrincipalDep) ->
     part = next((p for p in form.files if p.field == "file"), None)
     if part is None:
         raise InvalidRequest("'file' is required.", param="file")
-    part.file.seek(0)
     record = await hub.files.save(
         user_id=principal.user_id,
-        data=part.file.read(),
+        data=part.chunks(),
         content_type=part.content_type,
         purpose=form.get("purpose") or "upload",
         filename=part.filename,

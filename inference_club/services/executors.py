@@ -70,19 +70,20 @@ class Call:
         if self.query:
             path = f"{path}?{self.query}"
 
-        async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""
-
         return UpstreamRequest(
             service_type=self.endpoint.service_type.value,
             model=self.model,
             method=self.method,
             path=path,
             headers=headers,
-            body=body.chunks if body is not None else nothing,
+            body=body.chunks if body is not None else _no_body,
             request_id=self.request_id,
         )
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield b""  # makes this an async generator
 
 
 @dataclass(slots=True)

@@ -9,6 +9,10 @@ benchmark's baseline measures the HTTP stack and the client, not the engine.
   ``"stream": true``, ``--chunks`` SSE chunks (no delay between them), a final chunk
   with ``finish_reason`` and usage, then ``data: [DONE]``.
 
+``--chunk-delay-ms`` spaces the chunks of a stream (the scale scenarios: many slow
+streams at once), ``--answer-delay-s`` holds every non-streamed answer that long (a
+job that stays running while its watchers wait).
+
 Run: ``python bench/mock_engine.py --port 9100 [--model bench-model] [--chunks 20]``.
 It prints ``ready PORT`` on stdout once listening (port 0 picks a free port).
 """
@@ -16,6 +20,7 @@ It prints ``ready PORT`` on stdout once listening (port 0 picks a free port).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import sys
@@ -38,10 +43,17 @@ def _dumps(obj: Any) -> bytes:
 class MockEngine:
     """The ASGI app; all bodies are precomputed bytes."""
 
-    def __init__(self, model: str, chunks: int) -> None:
+    def __init__(
+        self, model: str, chunks: int, chunk_delay_s: float = 0.0, answer_delay_s: float = 0.0
+    ) -> None:
         self.model = model
+        self.chunk_delay_s = chunk_delay_s
+        self.answer_delay_s = answer_delay_s
         self.models_body = _dumps(
-            {"object": "list", "data": [{"id": model, "object": "model", "created": CREATED, "owned_by": "bench"}]}
+            {
+                "object": "list",
+                "data": [{"id": model, "object": "model", "created": CREATED, "owned_by": "bench"}],
+            }
         )
         self.completion_body = _dumps(
             {
@@ -104,7 +116,9 @@ class MockEngine:
             try:
                 stream = bool(json.loads(body).get("stream")) if body else False
             except ValueError:
-                await _respond(send, 400, _dumps({"error": {"message": "invalid JSON", "type": "invalid_request_error"}}))
+                await _respond(
+                    send, 400, _dumps({"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
+                )
                 return
             if stream:
                 await send(
@@ -114,10 +128,14 @@ class MockEngine:
                         "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
                     }
                 )
-                for chunk in self.stream_events:
+                for n, chunk in enumerate(self.stream_events):
+                    if n and self.chunk_delay_s:
+                        await asyncio.sleep(self.chunk_delay_s)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
+                if self.answer_delay_s:
+                    await asyncio.sleep(self.answer_delay_s)
                 await _respond(send, 200, self.completion_body)
             return
         await _read_body(receive)
@@ -152,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause between a stream's chunks")
+    parser.add_argument(
+        "--answer-delay-s", type=float, default=0.0, help="pause before a non-streamed answer"
+    )
     args = parser.parse_args(argv)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -160,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     port = sock.getsockname()[1]
 
     config = uvicorn.Config(
-        MockEngine(args.model, args.chunks),
+        MockEngine(args.model, args.chunks, args.chunk_delay_ms / 1000, args.answer_delay_s),
         loop="uvloop",
         http="httptools",
         ws="none",
@@ -176,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ready {port}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
     sys.exit(0)
+
 
 if __name__ == "__main__":
     main()

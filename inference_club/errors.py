@@ -3,9 +3,10 @@
 ::
 
     HubError                      status  type / shape
-    ├── AuthError                 401     {"detail": ...}
-    ├── MalformedBody             400     {"detail": ...}  (body is not JSON)
+    ├── AuthError                 401     {"detail": ..., "error": {...}}  invalid_api_key
+    ├── MalformedBody             400     {"detail": ..., "error": {...}}  (body is not JSON)
     ├── InvalidRequest            400     invalid_request (names ``param``)
+    │   ├── InvalidScript         400     invalid_script
     │   ├── InvalidSpec           400     invalid_spec
     │   └── TooManyItems          400     too_large
     ├── RequestTooLarge           413     request_too_large
@@ -13,9 +14,14 @@
     ├── NotFound                  404     not_found
     ├── NoProvider                404     no_provider
     ├── Conflict                  409     conflict
+    │   └── ServicesUnavailable   409     services_unavailable (lists ``missing``)
     ├── RateLimited               429     rate_limited (Retry-After)
     ├── Busy                      503     busy (Retry-After)
+    │   ├── DatabaseUnavailable   503     busy (Retry-After)
+    │   ├── SharedStateUnavailable 503    busy (Retry-After; Redis of a scaled-out hub)
+    │   └── StorageUnavailable    503     busy (Retry-After; the S3 file store)
     └── UpstreamError             502     upstream_error
+        ├── AnswerTooLarge        502     upstream_error (over a size cap; a job is not retried)
         ├── UpstreamTimeout       504     upstream_error
         └── UpstreamStatus        4xx     engine's own error, passed through
 
@@ -32,7 +38,8 @@ class HubError(Exception):
 
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
-    #: ``envelope`` renders OpenAI's ``{"error": {...}}``; ``detail`` renders ``{"detail": ...}``.
+    #: ``envelope`` renders OpenAI's ``{"error": {...}}``; ``detail`` renders ``{"detail": ...}``
+    #: with the same envelope beside it, so SDK clients read the message too.
     shape: ClassVar[str] = "envelope"
 
     def __init__(
@@ -54,9 +61,7 @@ class HubError(Exception):
         return self.status
 
     def body(self) -> dict[str, Any]:
-        if self.shape == "detail":
-            return {"detail": self.message}
-        return {
+        envelope = {
             "error": {
                 "message": self.message,
                 "type": self.type,
@@ -64,17 +69,20 @@ class HubError(Exception):
                 "code": self.code,
             }
         }
+        if self.shape == "detail":
+            return {"detail": self.message, **envelope}
+        return envelope
 
 
 class AuthError(HubError):
     """Missing, unknown or revoked API key."""
 
     status = 401
-    type = "authentication_error"
+    type = "invalid_api_key"
     shape = "detail"
 
     def __init__(self, message: str = "Invalid or missing API key.") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+        super().__init__(message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
 class MalformedBody(HubError):
@@ -90,6 +98,12 @@ class InvalidRequest(HubError):
 
     status = 400
     type = "invalid_request"
+
+
+class InvalidScript(InvalidRequest):
+    """A dialogue script breaks the ``[S1]``/``[S2]`` rules (voice generation)."""
+
+    type = "invalid_script"
 
 
 class InvalidSpec(InvalidRequest):
@@ -139,6 +153,21 @@ class Conflict(HubError):
     type = "conflict"
 
 
+class ServicesUnavailable(Conflict):
+    """A workflow needs modalities no provider the caller can reach serves."""
+
+    type = "services_unavailable"
+
+    def __init__(self, message: str, *, missing: list[str]) -> None:
+        super().__init__(message, param="spec")
+        self.missing = missing
+
+    def body(self) -> dict[str, Any]:
+        data = super().body()
+        data["error"]["missing"] = self.missing
+        return data
+
+
 class RateLimited(HubError):
     """Over the key's request or token limit."""
 
@@ -153,11 +182,45 @@ class Busy(HubError):
     type = "busy"
 
 
+class DatabaseUnavailable(Busy):
+    """The database is unreachable or did not answer within its timeouts."""
+
+    def __init__(
+        self, message: str = "The database is unavailable; retry shortly.", *, retry_after_s: int = 2
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class SharedStateUnavailable(Busy):
+    """Redis, which holds a scaled-out hub's live state, is unreachable or too slow."""
+
+    def __init__(
+        self,
+        message: str = "The hub's shared state (Redis) is unavailable; retry shortly.",
+        *,
+        retry_after_s: int = 2,
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class StorageUnavailable(Busy):
+    """The object store holding files (S3) is unreachable, too slow or refused the request."""
+
+    def __init__(
+        self, message: str = "The file store is unavailable; retry shortly.", *, retry_after_s: int = 2
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 class UpstreamError(HubError):
     """The provider's local server errored or could not be reached."""
 
     status = 502
     type = "upstream_error"
+
+
+class AnswerTooLarge(UpstreamError):
+    """The engine's answer went past a size cap; retrying would only repeat it."""
 
 
 class UpstreamTimeout(UpstreamError):
@@ -186,6 +249,7 @@ ALL_ERRORS: tuple[type[HubError], ...] = (
     AuthError,
     MalformedBody,
     InvalidRequest,
+    InvalidScript,
     InvalidSpec,
     TooManyItems,
     RequestTooLarge,
@@ -193,8 +257,13 @@ ALL_ERRORS: tuple[type[HubError], ...] = (
     NotFound,
     NoProvider,
     Conflict,
+    ServicesUnavailable,
     RateLimited,
     Busy,
+    DatabaseUnavailable,
+    SharedStateUnavailable,
+    StorageUnavailable,
     UpstreamError,
     UpstreamTimeout,
+    AnswerTooLarge,
 )

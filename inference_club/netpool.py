@@ -4,16 +4,41 @@ httpcore's pool re-examines every one of its connections (a ``poll()`` per idle
 connection) each time a request starts or ends, so its cost per request grows with the
 pool. Spreading requests round-robin over a few small pools keeps that cost flat at
 high concurrency. Used by the hub (to reach agents) and by the agent (to reach engines).
+
+With ``IC_HTTP_TRANSPORT=lean`` (the default) plain ``http://`` exchanges (every engine
+and agent on a private network) go through :class:`~inference_club.http1.Http1Transport`,
+cheaper per request (bench/RESULTS.md); the sharded httpx pools carry the rest
+(``https://``, ``HEAD``). ``IC_HTTP_TRANSPORT=httpx`` sends everything through the
+sharded pools. The variable is read where the client is built, so it applies to the hub
+and to the agent alike.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
+from collections.abc import Mapping
+from typing import Literal, cast, get_args
 
 import httpx
 
+from inference_club.http1 import Http1Transport
+
 DEFAULT_SHARDS = 8
+TransportKind = Literal["lean", "httpx"]
+TRANSPORT_VARIABLE = "IC_HTTP_TRANSPORT"
+DEFAULT_TRANSPORT: TransportKind = "lean"
+
+
+def transport_kind(environ: Mapping[str, str] = os.environ) -> TransportKind:
+    """The transport ``IC_HTTP_TRANSPORT`` names (unset or empty: the default)."""
+    value = environ.get(TRANSPORT_VARIABLE, "").strip().lower() or DEFAULT_TRANSPORT
+    if value not in get_args(TransportKind):
+        raise ValueError(
+            f"{TRANSPORT_VARIABLE} must be one of {', '.join(get_args(TransportKind))}, not {value!r}"
+        )
+    return cast(TransportKind, value)
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -26,7 +51,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             max_keepalive_connections=share(limits.max_keepalive_connections),
             keepalive_expiry=limits.keepalive_expiry,
         )
-        self._shards = [httpx.AsyncHTTPTransport(limits=shard_limits) for _ in range(shards)]
+        # One TLS context for all shards: each costs a read of the CA bundle (~0.1 s).
+        tls = httpx.create_ssl_context()
+        self._shards = [httpx.AsyncHTTPTransport(limits=shard_limits, verify=tls) for _ in range(shards)]
         self._order = itertools.cycle(self._shards)
 
     def __repr__(self) -> str:
@@ -40,11 +67,24 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             await shard.aclose()
 
 
-def pooled_client(*, timeout: httpx.Timeout, limits: httpx.Limits, shards: int = DEFAULT_SHARDS) -> httpx.AsyncClient:
+def pooled_transport(
+    *, limits: httpx.Limits, shards: int = DEFAULT_SHARDS, kind: TransportKind | None = None
+) -> httpx.AsyncBaseTransport:
+    """The sharded httpx pools, behind the lean transport unless ``kind`` (or, when it is
+    None, ``IC_HTTP_TRANSPORT``) says ``httpx``."""
+    sharded = ShardedTransport(limits=limits, shards=shards)
+    if (kind or transport_kind()) == "httpx":
+        return sharded
+    return Http1Transport(limits=limits, fallback=sharded)
+
+
+def pooled_client(
+    *, timeout: httpx.Timeout, limits: httpx.Limits, shards: int = DEFAULT_SHARDS
+) -> httpx.AsyncClient:
     """The process's client: no proxies from the environment, no redirects."""
     return httpx.AsyncClient(
         timeout=timeout,
-        transport=ShardedTransport(limits=limits, shards=shards),
+        transport=pooled_transport(limits=limits, shards=shards),
         follow_redirects=False,
         trust_env=False,
     )

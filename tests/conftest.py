@@ -15,6 +15,7 @@ import pytest
 from inference_club.services.container import Hub
 from inference_club.settings import Settings
 from inference_club.surfaces.app import create_app
+from inference_club.testing.s3_server import S3Server, start_s3_server
 from inference_club.testing.servers import serve_app
 
 POSTGRES_ADMIN_DSN = os.environ.get("IC_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -94,7 +95,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "online_window_s": 60.0,
         "queue_timeout_s": 2.0,
         "upstream_timeout_s": 10.0,
-        "connect_timeout_s": 1.0,
+        "connect_timeout_s": 5.0,  # a loaded 2-core CI machine can stall a loopback connect past 1 s
         "usage_flush_interval_s": 0.2,
         "key_cache_ttl_s": 1.0,
         "breaker_cooldown_s": 2.0,
@@ -133,3 +134,14 @@ async def running_hub(settings: Settings) -> AsyncIterator[RunningHub]:
 async def hub(settings: Settings) -> AsyncIterator[RunningHub]:
     async with running_hub(settings) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3 server (moto) for the run; each test makes a bucket of its own."""
+    try:
+        server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        skip_or_fail(f"moto_server (moto[server]) could not start: {exc!r}")
+    yield server
+    server.handle.stop()

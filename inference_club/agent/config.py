@@ -1,4 +1,4 @@
-"""The agent's configuration: a TOML file (SPEC §11) merged with command-line values.
+"""The agent's configuration: a TOML file (format in the README and docs/agent-protocol.md) merged with command-line values.
 
 Everything is validated in one place, :func:`build_config`, which raises
 :class:`ConfigError` with a message that names the offending field and where it came
@@ -11,11 +11,23 @@ from __future__ import annotations
 import ipaddress
 import socket
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -34,43 +46,28 @@ __all__ = [
     "read_config_file",
 ]
 
-SERVICE_TYPES: tuple[str, ...] = (
-    "llm",
-    "embedding",
-    "stt",
-    "tts",
-    "image",
-    "music",
-    "video",
-    "mesh",
+ServiceTypeName = Literal["llm", "embedding", "stt", "tts", "image", "music", "video", "mesh"]
+SERVICE_TYPES: tuple[str, ...] = get_args(ServiceTypeName)
+ENGINES: tuple[str, ...] = (
+    "openai",
+    "ollama",
+    "llamacpp",
+    "vllm",
+    "lmstudio",
+    "comfyui",
+    "a1111",
+    "acestep",
+    "whispercpp",
+    "dia",
+    "hunyuan3d",
+    "trellis",
 )
-ENGINES: tuple[str, ...] = ("openai", "ollama", "llamacpp", "vllm", "lmstudio")
+"""Engines this agent has an adapter for. Any other name is reported at start and its
+service is left out; the agent keeps serving the others."""
 Transport = Literal["tunnel", "direct"]
-TRANSPORTS: tuple[str, ...] = ("tunnel", "direct")
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
 DEFAULT_TRANSPORT: Transport = "tunnel"
 DEFAULT_LISTEN = "127.0.0.1:9000"
-
-_TOP_LEVEL_KEYS = frozenset(
-    {
-        "hub",
-        "key",
-        "name",
-        "transport",
-        "listen",
-        "callback_url",
-        "discover_interval",
-        "request_timeout",
-        "connect_timeout",
-        "shutdown_grace",
-        "services",
-    }
-)
-_SERVICE_KEYS = frozenset(
-    {"type", "url", "engine", "max_concurrency", "api_key", "discover", "models"}
-)
-_MODEL_KEYS = frozenset(
-    {"id", "context_length", "features", "input_modalities", "output_modalities"}
-)
 
 
 class ConfigError(ValueError):
@@ -99,6 +96,12 @@ class ServiceConfig:
     api_key: str = field(default="", repr=False)
     discover: bool = True
     models: tuple[ModelConfig, ...] = ()
+    timeout_s: float | None = None
+    """How long one engine job may run (native adapters); None: the agent's request_timeout."""
+    poll_interval_s: float = 1.0
+    """How often native adapters poll an engine for status and progress."""
+    workflows: str | None = None
+    """ComfyUI: the folder of workflow files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,9 @@ class AgentConfig:
     request_timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     shutdown_grace_s: float = 30.0
+    metrics_listen: tuple[str, int] | None = None
+    """Where ``GET /metrics`` is served (host, port); None: no metrics endpoint."""
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def heartbeat_url(self) -> str:
@@ -147,9 +153,7 @@ def parse_service_option(value: str) -> dict[str, Any]:
     """Parse one ``--service TYPE=URL`` value into a ``[[services]]``-shaped dict."""
     type_, sep, url = value.partition("=")
     if not sep or not type_.strip() or not url.strip():
-        raise ConfigError(
-            f"--service {value!r}: expected TYPE=URL, e.g. llm=http://127.0.0.1:11434/v1"
-        )
+        raise ConfigError(f"--service {value!r}: expected TYPE=URL, e.g. llm=http://127.0.0.1:11434/v1")
     return {"type": type_.strip(), "url": url.strip()}
 
 
@@ -205,6 +209,160 @@ def load_config(
 
 
 # --------------------------------------------------------------------------- validation
+#
+# The file's and the command line's values are validated by pydantic models in strict mode
+# (a string is no number, 1 is no boolean). Each field's type carries the sentence a
+# person reads when the value is wrong; :func:`_config_error` puts the field's source in
+# front of it.
+
+
+def _explain(message: str, **by_error: str) -> WrapValidator:
+    """Replace pydantic's wording for one field type: ``by_error`` per error type, else ``message``.
+
+    Messages may use ``{input}`` (the value given) and the error's context (``{gt}``, ...).
+    """
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["loc"]:  # about an item inside this value: that item's own words
+                raise
+            template = by_error.get(first["type"], message)
+            context = {**first.get("ctx", {}), "input": repr(value) if isinstance(value, str) else value}
+            raise PydanticCustomError("config", template.format(**context)) from None
+
+    return WrapValidator(validate)
+
+
+def _http_url(value: str) -> str:
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise PydanticCustomError("config", f"invalid URL {text!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise PydanticCustomError("config", f"must be an http:// or https:// URL, got {text!r}")
+    if not parts.hostname:
+        raise PydanticCustomError("config", f"URL has no host: {text!r}")
+    if parts.query or parts.fragment:
+        raise PydanticCustomError("config", f"URL must not have a query or fragment: {text!r}")
+    return text
+
+
+_Text = Annotated[str, Field(strict=True), _explain("must be a string"), AfterValidator(str.strip)]
+_Url = Annotated[str, Field(strict=True), _explain("must be a string URL"), AfterValidator(_http_url)]
+_Flag = Annotated[bool, Field(strict=True), _explain("must be true or false")]
+_Seconds = Annotated[
+    float,
+    Field(strict=True, gt=0),
+    _explain("must be a number of seconds", greater_than="must be greater than 0, got {input}"),
+]
+_SecondsOrZero = Annotated[
+    float,
+    Field(strict=True, ge=0),
+    _explain("must be a number of seconds", greater_than_equal="must not be negative, got {input}"),
+]
+_Concurrency = Annotated[
+    int,
+    Field(strict=True, ge=1),
+    _explain("must be an integer", greater_than_equal="must be at least 1, got {input}"),
+]
+_ContextLength = Annotated[int, Field(strict=True, ge=1), _explain("must be a positive integer")]
+_Name = Annotated[str, Field(strict=True, min_length=1), _explain("must be a non-empty string")]
+_Names = Annotated[list[_Name], Field(strict=True), _explain("must be a list of strings")]
+_Folder = Annotated[
+    str, Field(strict=True, min_length=1), _explain("must be a folder path"), AfterValidator(str.strip)
+]
+
+
+class _Entry(BaseModel):
+    """A TOML table: unknown keys are errors, blank strings count as not given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_missing(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise PydanticCustomError("config", "must be a table")
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+
+
+class _ModelEntry(_Entry):
+    id: _Text
+    context_length: _ContextLength | None = None
+    features: _Names | None = None
+    input_modalities: _Names | None = None
+    output_modalities: _Names | None = None
+
+
+class _ServiceEntry(_Entry):
+    type: Annotated[ServiceTypeName, _explain(f"must be one of {', '.join(SERVICE_TYPES)}, got {{input}}")]
+    url: _Url
+    engine: _Text = "openai"
+    max_concurrency: _Concurrency = 4
+    api_key: _Text = ""
+    discover: _Flag = True
+    models: Annotated[list[_ModelEntry], _explain("must be an array of tables ([[services.models]])")] = []
+    timeout: _Seconds | None = None
+    poll_interval: _Seconds = 1.0
+    workflows: _Folder | None = None
+
+
+class _FileEntry(_Entry):
+    """The top level of the file, command-line values merged in."""
+
+    hub: _Url
+    key: _Text
+    name: _Text | None = None
+    transport: Annotated[Transport, _explain(f"must be one of {', '.join(TRANSPORTS)}, got {{input}}")] = (
+        DEFAULT_TRANSPORT
+    )
+    listen: Annotated[str, Field(strict=True), _explain("must be a string HOST:PORT")] = DEFAULT_LISTEN
+    callback_url: _Url | None = None
+    discover_interval: _Seconds = 60.0
+    request_timeout: _Seconds = 600.0
+    connect_timeout: _Seconds = 10.0
+    shutdown_grace: _SecondsOrZero = 30.0
+    metrics_listen: Annotated[str, Field(strict=True), _explain("must be a string HOST:PORT")] | None = None
+    metrics_token: _Text = ""
+    services: Annotated[list[Any], _explain("must be an array of tables ([[services]])")] = []
+
+
+_TOP_LEVEL_KEYS = frozenset(_FileEntry.model_fields)
+_HINTS = {
+    "hub": 'pass --hub URL, set IC_AGENT_HUB, or put hub = "https://..." in the config file',
+    "key": 'pass --key KEY, set IC_AGENT_KEY, or put key = "..." in the config file',
+}
+
+
+def _config_error(exc: ValidationError, label: Callable[[str], str], entry: type[_Entry]) -> ConfigError:
+    """The first problem, as ``<where>: <field>: <what is wrong>`` (unknown keys first)."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = list(first["loc"])
+    if first["type"] == "extra_forbidden":
+        unknown, loc = loc[-1], loc[:-1]
+        known = (_ModelEntry if loc else entry).model_fields  # the only nested tables are a service's models
+        where = _where(loc, label)
+        return ConfigError(f"{where}: unknown key {unknown!r} (known: {', '.join(sorted(known))})")
+    where = _where(loc, label)
+    if first["type"] == "missing":
+        hint = _HINTS.get(str(loc[-1])) if len(loc) == 1 else None
+        return ConfigError(f"{where}: missing" + (f"; {hint}" if hint else ""))
+    return ConfigError(f"{where}: {first['msg']}")
+
+
+def _where(loc: Sequence[int | str], label: Callable[[str], str]) -> str:
+    if not loc:
+        return label("")
+    text = label(str(loc[0]))
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
 
 
 def build_config(
@@ -218,50 +376,52 @@ def build_config(
     """Validate a config mapping (as read from TOML) merged with overrides."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a table at the top level")
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {unknown[0]!r} "
-            f"(known: {', '.join(sorted(_TOP_LEVEL_KEYS))})"
-        )
     merged: dict[str, Any] = dict(data)
-    labels: dict[str, str] = {k: f"{source}: {k}" for k in _TOP_LEVEL_KEYS}
+    flags: dict[str, str] = {}
     for k, v in (overrides or {}).items():
         if v is None:
             continue
         if k not in _TOP_LEVEL_KEYS or k == "services":
             raise ConfigError(f"unknown setting {k!r}")
         merged[k] = v
-        labels[k] = f"--{k.replace('_', '-')}"
+        flags[k] = f"--{k.replace('_', '-')}"
 
-    hub = _url(merged.get("hub"), labels["hub"], required=True, hint=_HUB_HINT)
-    assert hub is not None
-    key = _str(merged.get("key"), labels["key"], required=True, hint=_KEY_HINT)
-    name = _str(merged.get("name"), labels["name"], required=False) or _default_name()
-    transport = _choice(merged.get("transport", DEFAULT_TRANSPORT), labels["transport"], TRANSPORTS)
+    def top_label(key: str) -> str:
+        return flags.get(key) or (f"{source}: {key}" if key else source)
 
-    listen_value = merged.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen_value, str):
-        raise ConfigError(f"{labels['listen']}: must be a string HOST:PORT")
-    host, port = parse_listen(listen_value, label=labels["listen"])
-    callback_url = _url(merged.get("callback_url"), labels["callback_url"], required=False)
-    if transport == "direct" and callback_url is None and _is_wildcard(host):
+    try:
+        top = _FileEntry.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, top_label, _FileEntry) from None
+    host, port = parse_listen(top.listen, label=top_label("listen"))
+    if top.transport == "direct" and top.callback_url is None and _is_wildcard(host):
         raise ConfigError(
-            f"{labels['listen']}: {host!r} listens on every interface, so the hub's URL "
+            f"{top_label('listen')}: {host!r} listens on every interface, so the hub's URL "
             "for this agent cannot be derived from it; pass --callback-url URL"
         )
 
-    services_raw = merged.get("services", [])
-    if not isinstance(services_raw, list):
-        raise ConfigError(f"{source}: services: must be an array of tables ([[services]])")
-    services: list[ServiceConfig] = [
-        _service(s, f"{source}: services[{i}]") for i, s in enumerate(services_raw)
+    metrics_listen: tuple[str, int] | None = None
+    if top.metrics_listen:
+        metrics_listen = parse_listen(top.metrics_listen, label=top_label("metrics_listen"))
+        if not top.metrics_token:
+            raise ConfigError(
+                f"{top_label('metrics_listen')}: the metrics endpoint needs a token; pass --metrics-token, "
+                'set IC_AGENT_METRICS_TOKEN, or put metrics_token = "..." in the config file'
+            )
+
+    entries: list[tuple[str, str, Any]] = [
+        (f"{source}: services[{i}]", ".", raw) for i, raw in enumerate(top.services)
     ]
     opt_labels = list(service_option_labels or [])
-    for i, opt in enumerate(service_options):
-        label = opt_labels[i] if i < len(opt_labels) else f"--service[{i}]"
-        svc = _service(opt, label, ": ")
-        if not any(s.type == svc.type and s.url == svc.url for s in services):
+    entries += [
+        (opt_labels[i] if i < len(opt_labels) else f"--service[{i}]", ": ", raw)
+        for i, raw in enumerate(service_options)
+    ]
+    services: list[ServiceConfig] = []
+    for label, sep, raw in entries:
+        svc = _service(raw, label, sep)
+        from_file = sep == "."
+        if from_file or not any(s.type == svc.type and s.url == svc.url for s in services):
             services.append(svc)
     if not services:
         raise ConfigError(
@@ -270,149 +430,61 @@ def build_config(
         )
 
     return AgentConfig(
-        hub=hub,
-        key=key,
-        name=name,
+        hub=top.hub,
+        key=top.key,
+        name=top.name or _default_name(),
         services=tuple(services),
-        transport=transport,  # type: ignore[arg-type]
+        transport=top.transport,
         listen_host=host,
         listen_port=port,
-        callback_url=callback_url,
-        discover_interval_s=_seconds(
-            merged.get("discover_interval", 60.0), labels["discover_interval"]
-        ),
-        request_timeout_s=_seconds(merged.get("request_timeout", 600.0), labels["request_timeout"]),
-        connect_timeout_s=_seconds(merged.get("connect_timeout", 10.0), labels["connect_timeout"]),
-        shutdown_grace_s=_seconds(
-            merged.get("shutdown_grace", 30.0), labels["shutdown_grace"], allow_zero=True
-        ),
+        callback_url=top.callback_url,
+        discover_interval_s=top.discover_interval,
+        request_timeout_s=top.request_timeout,
+        connect_timeout_s=top.connect_timeout,
+        shutdown_grace_s=top.shutdown_grace,
+        metrics_listen=metrics_listen,
+        metrics_token=top.metrics_token,
     )
 
 
-_HUB_HINT = "pass --hub URL, set IC_AGENT_HUB, or put hub = \"https://...\" in the config file"
-_KEY_HINT = "pass --key KEY, set IC_AGENT_KEY, or put key = \"...\" in the config file"
+def _service(raw: Any, label: str, sep: str) -> ServiceConfig:
+    def service_label(key: str) -> str:
+        return f"{label}{sep}{key}" if key else label
 
-
-def _service(raw: Any, label: str, sep: str = ".") -> ServiceConfig:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{label}: must be a table")
-    unknown = sorted(set(raw) - _SERVICE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{label}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_SERVICE_KEYS))})"
-        )
-    type_ = _choice(raw.get("type"), f"{label}{sep}type", SERVICE_TYPES)
-    url = _url(raw.get("url"), f"{label}{sep}url", required=True)
-    assert url is not None
-    engine = _choice(raw.get("engine", "openai"), f"{label}{sep}engine", ENGINES)
-    max_concurrency = raw.get("max_concurrency", 4)
-    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
-        raise ConfigError(f"{label}{sep}max_concurrency: must be an integer")
-    if max_concurrency < 1:
-        raise ConfigError(f"{label}{sep}max_concurrency: must be at least 1, got {max_concurrency}")
-    api_key = raw.get("api_key", "")
-    if not isinstance(api_key, str):
-        raise ConfigError(f"{label}{sep}api_key: must be a string")
-    discover = raw.get("discover", True)
-    if not isinstance(discover, bool):
-        raise ConfigError(f"{label}{sep}discover: must be true or false")
-    models_raw = raw.get("models", [])
-    if not isinstance(models_raw, list):
-        raise ConfigError(f"{label}{sep}models: must be an array of tables ([[services.models]])")
-    models = tuple(_model(m, f"{label}{sep}models[{j}]") for j, m in enumerate(models_raw))
+    try:
+        entry = _ServiceEntry.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, service_label, _ServiceEntry) from None
     seen: set[str] = set()
-    for j, m in enumerate(models):
+    for j, m in enumerate(entry.models):
         if m.id in seen:
-            raise ConfigError(f"{label}{sep}models[{j}].id: duplicate model id {m.id!r}")
+            raise ConfigError(f"{service_label('models')}[{j}].id: duplicate model id {m.id!r}")
         seen.add(m.id)
     return ServiceConfig(
-        type=type_,
-        url=url.rstrip("/"),
-        engine=engine,
-        max_concurrency=max_concurrency,
-        api_key=api_key,
-        discover=discover,
-        models=models,
+        type=entry.type,
+        url=entry.url.rstrip("/"),
+        engine=entry.engine,
+        max_concurrency=entry.max_concurrency,
+        api_key=entry.api_key,
+        discover=entry.discover,
+        models=tuple(
+            ModelConfig(
+                id=m.id,
+                context_length=m.context_length,
+                features=_tuple(m.features),
+                input_modalities=_tuple(m.input_modalities),
+                output_modalities=_tuple(m.output_modalities),
+            )
+            for m in entry.models
+        ),
+        timeout_s=entry.timeout,
+        poll_interval_s=entry.poll_interval,
+        workflows=entry.workflows,
     )
 
 
-def _model(raw: Any, label: str) -> ModelConfig:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{label}: must be a table")
-    unknown = sorted(set(raw) - _MODEL_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{label}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_MODEL_KEYS))})"
-        )
-    model_id = _str(raw.get("id"), f"{label}.id", required=True)
-    context_length = raw.get("context_length")
-    if context_length is not None and (
-        not isinstance(context_length, int) or isinstance(context_length, bool) or context_length < 1
-    ):
-        raise ConfigError(f"{label}.context_length: must be a positive integer")
-    return ModelConfig(
-        id=model_id,
-        context_length=context_length,
-        features=_str_list(raw.get("features"), f"{label}.features"),
-        input_modalities=_str_list(raw.get("input_modalities"), f"{label}.input_modalities"),
-        output_modalities=_str_list(raw.get("output_modalities"), f"{label}.output_modalities"),
-    )
-
-
-def _str(value: Any, label: str, *, required: bool, hint: str = "") -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise ConfigError(f"{label}: missing" + (f"; {hint}" if hint else ""))
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"{label}: must be a string")
-    return value.strip()
-
-
-def _str_list(value: Any, label: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{label}: must be a list of strings")
-    return tuple(value)
-
-
-def _choice(value: Any, label: str, allowed: Sequence[str]) -> str:
-    if value is None:
-        raise ConfigError(f"{label}: missing; one of {', '.join(allowed)}")
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{label}: must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _url(value: Any, label: str, *, required: bool, hint: str = "") -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise ConfigError(f"{label}: missing" + (f"; {hint}" if hint else ""))
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{label}: must be a string URL")
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        _ = parts.port  # raises on a malformed port
-    except ValueError as exc:
-        raise ConfigError(f"{label}: invalid URL {text!r}: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"{label}: must be an http:// or https:// URL, got {text!r}")
-    if not parts.hostname:
-        raise ConfigError(f"{label}: URL has no host: {text!r}")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{label}: URL must not have a query or fragment: {text!r}")
-    return text
-
-
-def _seconds(value: Any, label: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{label}: must be a number of seconds")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{label}: must be greater than 0, got {value}")
-    return float(value)
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _is_wildcard(host: str) -> bool:

@@ -24,13 +24,13 @@ import contextlib
 import hmac
 import logging
 import math
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 import uvicorn
 
+from .listener import BackgroundServer, bind_listening_socket
 from .relay import Relay, RelayStreamError, agent_error_response
 
 __all__ = [
@@ -111,16 +111,12 @@ class DirectApp:
             return
         target = _relay_target(scope)
         if target is None:
-            await _send_relay_error(
-                send, 404, "invalid_request", "expected /relay/{service_type}/v1/{path}"
-            )
+            await _send_relay_error(send, 404, "invalid_request", "expected /relay/{service_type}/v1/{path}")
             return
         service_type, hub_path = target
         model = headers.get(MODEL_HEADER, "")
         if not model:
-            await _send_relay_error(
-                send, 400, "invalid_request", f"missing the {MODEL_HEADER} header"
-            )
+            await _send_relay_error(send, 400, "invalid_request", f"missing the {MODEL_HEADER} header")
             return
         await self._relay(scope, receive, send, service_type, model, hub_path, headers)
 
@@ -176,10 +172,7 @@ class DirectApp:
                     {
                         "type": "http.response.start",
                         "status": response.status,
-                        "headers": [
-                            (k.encode("latin-1"), v.encode("latin-1"))
-                            for k, v in response.headers
-                        ],
+                        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
                     }
                 )
                 async for chunk in response.aiter_bytes():
@@ -255,8 +248,7 @@ class DirectServer:
         self.port = port
         self._callback_url = callback_url
         self.shutdown_grace_s = shutdown_grace_s
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._serving = BackgroundServer("the direct transport server")
         self.bound_port: int | None = None
 
     def __repr__(self) -> str:
@@ -264,7 +256,7 @@ class DirectServer:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._serving.running
 
     @property
     def callback_url(self) -> str | None:
@@ -276,7 +268,7 @@ class DirectServer:
 
     async def start(self) -> None:
         """Bind and start serving; returns once the server accepts connections."""
-        sock = _bind(self.host, self.port)
+        sock = bind_listening_socket(self.host, self.port)
         self.bound_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
@@ -291,57 +283,17 @@ class DirectServer:
             timeout_keep_alive=75,
             timeout_graceful_shutdown=math.ceil(max(self.shutdown_grace_s, 0.0)),
         )
-        server = _Server(config)
-        self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                sock.close()
-                await self._task  # raises the startup error, if any
-                raise RuntimeError("the direct transport server stopped during start-up")
-            await asyncio.sleep(0.01)
+        await self._serving.start(config, sock)
         log.info("direct transport listening on %s:%d", self.host, self.bound_port)
 
     async def stop(self) -> None:
         """Stop accepting; let running requests finish up to ``shutdown_grace_s``."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await self._task
-        finally:
-            self._server = None
-            self._task = None
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the agent's runner owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
+        await self._serving.stop()
 
 
 def format_http_url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise OSError(f"cannot resolve listen host {host!r}: {exc.strerror}") from None
-    family, type_, proto, _, address = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
 
 
 # --------------------------------------------------------------------------- ASGI helpers

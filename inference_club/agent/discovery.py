@@ -6,15 +6,18 @@ models carry only what the engine itself states (a context length at most): noth
 is guessed. Every service is polled, even with ``discover = false``, so the health
 snapshot can tell whether its server answers.
 
-When a server cannot be listed, its service falls back to its declared models. The
-failure is logged once when the state changes (ok → unreachable → ok), not on every
-poll.
+Listing and liveness are separate: a busy engine (llama.cpp answers ``/models`` only
+between generations) that times out, or one that answers a listing error, keeps its
+last known models for up to ``LISTING_FAILURES_TO_DROP`` polls in a row — requests keep
+reaching it while it is merely busy. Only a refused connection (nothing listens) or
+that many failures in a row fall back to the declared models. ``reachable`` is true
+whenever the server accepted the connection. State changes are logged once
+(ok → unreachable → ok), not on every poll.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,12 +26,18 @@ from typing import Any
 
 import httpx
 
+from ..domain.heartbeat import ServiceDecl
+from ..waiting import wait_event
+from .adapters import Adapter, AdapterConfigError, adapter_for
 from .config import ModelConfig, ServiceConfig
 from .engines import DiscoveredModel, Engine, EngineListing, engine_for
 
 __all__ = ["AdvertisedModel", "Catalog", "Discovery", "ServiceState"]
 
 log = logging.getLogger("inference_club.agent.discovery")
+
+#: Consecutive failed listings after which discovered models are no longer advertised.
+LISTING_FAILURES_TO_DROP = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,7 @@ class AdvertisedModel:
         return cls(id=m.id, context_length=m.context_length)
 
     def to_wire(self) -> dict[str, Any]:
-        """The heartbeat form (SPEC §6): unknown capabilities are left out."""
+        """The heartbeat form (docs/agent-protocol.md): unknown capabilities are left out."""
         out: dict[str, Any] = {"id": self.id}
         if self.context_length is not None:
             out["context_length"] = self.context_length
@@ -82,14 +91,22 @@ class ServiceState:
         self.index = index
         self.config = config
         self.engine: Engine = engine_for(config)
-        self.declared: tuple[AdvertisedModel, ...] = tuple(
-            AdvertisedModel.from_config(m) for m in config.models
+        self.adapter: Adapter | None = None
+        self.disabled: str | None = None
+        """Why this service cannot run (bad engine config); it then advertises nothing."""
+        try:
+            self.adapter = adapter_for(config)
+        except AdapterConfigError as exc:
+            self.disabled = str(exc)
+        self.declared: tuple[AdvertisedModel, ...] = (
+            () if self.disabled else tuple(AdvertisedModel.from_config(m) for m in config.models)
         )
         self.models: tuple[AdvertisedModel, ...] = self.declared
         self._ids: frozenset[str] = frozenset(m.id for m in self.models)
         self.reachable: bool | None = None
         self.problem: str | None = None
         self.last_poll_at: float | None = None
+        self.listing_failures = 0
         self.in_flight = 0
 
     @property
@@ -98,6 +115,21 @@ class ServiceState:
 
     def serves(self, model: str) -> bool:
         return model in self._ids
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight >= self.config.max_concurrency
+
+    @property
+    def last_error(self) -> str | None:
+        """A short word on what last went wrong (config, reachability, a failed job)."""
+        if self.disabled:
+            return self.disabled
+        if self.reachable is False:
+            return "unreachable"
+        if self.adapter is not None and self.adapter.last_error:
+            return self.adapter.last_error
+        return None
 
     def set_models(self, models: Sequence[AdvertisedModel]) -> bool:
         """Replace the advertised list; True when it changed."""
@@ -119,22 +151,29 @@ class Catalog:
     """Every service of the agent, in configuration order."""
 
     def __init__(self, services: Sequence[ServiceConfig]) -> None:
-        self.services: tuple[ServiceState, ...] = tuple(
-            ServiceState(i, s) for i, s in enumerate(services)
-        )
+        self.services: tuple[ServiceState, ...] = tuple(ServiceState(i, s) for i, s in enumerate(services))
+        for state in self.services:
+            if state.disabled:
+                log.error(
+                    "service %s is disabled: %s; the agent serves its other services",
+                    state.label,
+                    state.disabled,
+                )
 
     def candidates(self, service_type: str, model: str) -> list[ServiceState]:
         return [s for s in self.services if s.config.type == service_type and s.serves(model)]
 
-    def to_wire(self) -> list[dict[str, Any]]:
-        """The heartbeat's ``services`` list (SPEC §6)."""
+    def declarations(self) -> list[ServiceDecl]:
+        """The heartbeat's ``services`` list (docs/agent-protocol.md)."""
         return [
-            {
-                "type": s.config.type,
-                "engine": s.config.engine,
-                "max_concurrency": s.config.max_concurrency,
-                "models": [m.to_wire() for m in s.models],
-            }
+            ServiceDecl.model_validate(
+                {
+                    "type": s.config.type,
+                    "engine": s.config.engine,
+                    "max_concurrency": s.config.max_concurrency,
+                    "models": [m.to_wire() for m in s.models],
+                }
+            )
             for s in self.services
         ]
 
@@ -191,8 +230,7 @@ class Discovery:
     async def run(self, stop: asyncio.Event) -> None:
         """Re-poll every ``interval_s`` until ``stop`` is set."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+            await wait_event(stop, self.interval_s)
             if stop.is_set():
                 return
             try:
@@ -201,12 +239,21 @@ class Discovery:
                 log.exception("model discovery failed")
 
     async def _poll(self, state: ServiceState) -> bool:
+        if state.disabled:
+            return False
         timeout = min(self.timeout_s, max(self.interval_s, 1.0))
-        listing = await state.engine.list_models(self.client, timeout=timeout)
+        lister = state.adapter or state.engine
+        listing = await lister.list_models(self.client, timeout=timeout)
         state.last_poll_at = time.time()
         state.reachable = listing.reachable
         state.problem = listing.problem
         self._log_state(state, listing)
+        if listing.models is not None:
+            state.listing_failures = 0
+        else:
+            state.listing_failures += 1
+            if not listing.refused and state.listing_failures < LISTING_FAILURES_TO_DROP:
+                return False  # keep the last known list: the engine may just be busy
         models = merge_models(state.declared, listing, discover=state.config.discover)
         changed = state.set_models(models)
         if changed:
@@ -231,18 +278,21 @@ class Discovery:
         self._states[state.index] = key
         if key == "unreachable":
             log.warning(
-                "service %s is unreachable (%s); advertising its %d declared model(s) only",
+                "service %s is unreachable (%s); %s",
                 state.label,
                 listing.problem,
-                len(state.declared),
+                f"advertising its {len(state.declared)} declared model(s) only"
+                if listing.refused
+                else f"keeping its last known models for up to {LISTING_FAILURES_TO_DROP} polls",
             )
         elif key == "no-listing":
             if state.config.discover:
                 log.warning(
-                    "service %s answers but its models cannot be listed (%s); "
-                    "advertising its declared models only",
+                    "service %s is up but its models cannot be listed (%s); "
+                    "keeping its last known models for up to %d polls, then its declared ones",
                     state.label,
                     listing.problem,
+                    LISTING_FAILURES_TO_DROP,
                 )
         elif previous is not None:
             log.info("service %s is reachable again", state.label)

@@ -1,8 +1,9 @@
-"""Per-engine adapters: where a hub path goes on the local server, and how to list models.
+"""The OpenAI-compatible engines: where a hub path goes on the local server, how to list models.
 
-Every supported engine speaks the OpenAI API under its service URL, so the request
-mapping is the same for all of them (SPEC §6, default engine contract): the service URL
-plus the hub path after ``/v1``. Engines differ in how their models are listed:
+These engines speak the OpenAI API under their service URL, so the relay passes requests
+through (the default engine contract): the service URL plus the hub path after ``/v1``.
+Engines with their own APIs (ComfyUI, AUTOMATIC1111, ...) have adapters in
+``agent/adapters/`` instead. The pass-through engines differ in how models are listed:
 
 - ``openai`` (and the OpenAI-compatible ``llamacpp``, ``vllm``, ``lmstudio``):
   ``GET {url}/models``.
@@ -45,13 +46,16 @@ class DiscoveredModel:
 class EngineListing:
     """The outcome of one model-listing poll.
 
-    ``reachable`` is true when the server answered anything over HTTP; ``models`` is
-    ``None`` when it answered but no listing could be read (``problem`` says why).
+    ``reachable`` is true when the server accepted the connection (it answered anything
+    over HTTP, or it is too busy to answer in time); ``models`` is ``None`` when no
+    listing could be read (``problem`` says why). ``refused`` is true when nothing
+    listens at the URL at all: the only failure that takes discovered models down at once.
     """
 
     reachable: bool
     models: tuple[DiscoveredModel, ...] | None
     problem: str | None = None
+    refused: bool = False
 
 
 class Engine:
@@ -103,6 +107,7 @@ class OllamaEngine(Engine):
                 reachable=native.reachable or compat.reachable,
                 models=None,
                 problem=native.problem or compat.problem,
+                refused=native.refused and compat.refused,
             )
         merged: dict[str, DiscoveredModel] = {}
         for listing in (native, compat):
@@ -130,8 +135,13 @@ async def _get_json(
     """GET a JSON document; on any failure return the EngineListing describing it."""
     try:
         resp = await client.get(url, headers=dict(headers), timeout=timeout)
+    except httpx.ConnectTimeout:
+        return None, EngineListing(False, None, f"connect timed out after {timeout:g}s ({url})")
     except httpx.TimeoutException:
-        return None, EngineListing(False, None, f"timed out after {timeout:g}s ({url})")
+        # Connected, but no answer in time: a busy engine (llama.cpp lists slowly while generating).
+        return None, EngineListing(True, None, f"listing timed out after {timeout:g}s, server busy? ({url})")
+    except httpx.ConnectError as exc:
+        return None, EngineListing(False, None, f"{_describe(exc)} ({url})", refused=True)
     except httpx.HTTPError as exc:
         return None, EngineListing(False, None, f"{_describe(exc)} ({url})")
     if resp.status_code != 200:

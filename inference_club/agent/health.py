@@ -1,4 +1,4 @@
-"""The health snapshot sent with every heartbeat (free-form for the hub, SPEC §6).
+"""The health snapshot sent with every heartbeat (free-form for the hub, docs/agent-protocol.md).
 
 Shape::
 
@@ -7,10 +7,12 @@ Shape::
      "gpus": [{"index", "name", "memory_total_mib", "memory_used_mib",
                "memory_free_mib", "utilization_pct", "temperature_c"}],   # only with nvidia-smi
      "in_flight": int,
-     "services": [{"index", "type", "engine", "reachable", "in_flight", "max_concurrency"}]}
+     "services": [{"index", "type", "engine", "reachable", "busy", "last_error",
+                   "in_flight", "max_concurrency"}]}
 
-Service URLs and local error texts are not included: on a shared hub they are nobody
-else's business.
+Service URLs are not included: on a shared hub they are nobody else's business.
+``last_error`` is a short text (``"unreachable"``, ``"timeout"``, a configuration
+problem or the engine's last failure), shown to the provider's owner.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ async def collect_health(catalog: Catalog, *, gpus: bool = True) -> dict[str, An
                 "type": s.config.type,
                 "engine": s.config.engine,
                 "reachable": s.reachable,
+                "busy": s.busy,
+                "last_error": s.last_error,
                 "in_flight": s.in_flight,
                 "max_concurrency": s.config.max_concurrency,
             }
@@ -107,7 +111,8 @@ async def nvidia_gpus(timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
         log.debug("cannot run nvidia-smi: %s", exc)
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

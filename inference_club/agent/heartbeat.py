@@ -1,7 +1,7 @@
 """The heartbeat: tell the hub, every ``interval_s``, what this agent serves.
 
 ``POST {hub}/api/inference/agent/heartbeat/`` with ``Authorization: Bearer <key>`` and
-the SPEC §6 body. The hub's answer sets the next interval and the ``agent_secret`` the
+the body described in docs/agent-protocol.md. The hub's answer sets the next interval and the ``agent_secret`` the
 direct transport must accept. A beat goes out at once at start and whenever
 :meth:`Heartbeat.poke` is called (discovery changed the model list). Failures (hub
 down, 5xx, refused key) are retried with jittered exponential backoff capped at 30 s,
@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
+from ..domain.heartbeat import HeartbeatBody
 from .discovery import Catalog
 
 __all__ = [
@@ -86,18 +87,17 @@ def heartbeat_body(
     catalog: Catalog,
     health: dict[str, Any],
     version: str = __version__,
-) -> dict[str, Any]:
-    """The SPEC §6 heartbeat body."""
-    body: dict[str, Any] = {
-        "name": name,
-        "transport": transport,
-        "version": version,
-        "services": catalog.to_wire(),
-        "health": health,
-    }
-    if callback_url is not None:
-        body["callback_url"] = callback_url
-    return body
+) -> HeartbeatBody:
+    """The heartbeat body (docs/agent-protocol.md), in the model the hub reads it with."""
+    fields: dict[str, Any] = {"callback_url": callback_url} if callback_url is not None else {}
+    return HeartbeatBody(
+        name=name,
+        transport=transport,
+        version=version,
+        services=catalog.declarations(),
+        health=health,
+        **fields,
+    )
 
 
 def backoff_delay(
@@ -120,7 +120,7 @@ class Heartbeat:
         *,
         url: str,
         key: str,
-        build_body: Callable[[], Awaitable[dict[str, Any]]],
+        build_body: Callable[[], Awaitable[HeartbeatBody]],
         on_answer: Callable[[HeartbeatAnswer], None] | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         min_interval_s: float = 1.0,
@@ -156,7 +156,7 @@ class Heartbeat:
         body = await self._build_body()
         try:
             resp = await self.client.post(
-                self.url, json=body, headers={"authorization": f"Bearer {self._key}"}
+                self.url, json=body.to_wire(), headers={"authorization": f"Bearer {self._key}"}
             )
         except httpx.HTTPError as exc:
             raise HeartbeatError(
@@ -193,9 +193,7 @@ class Heartbeat:
                 answer = await self.beat()
             except HeartbeatError as exc:
                 self.failures += 1
-                delay = backoff_delay(
-                    self.failures, base_s=self.base_backoff_s, cap_s=self.max_backoff_s
-                )
+                delay = backoff_delay(self.failures, base_s=self.base_backoff_s, cap_s=self.max_backoff_s)
                 self._log_failure(exc, delay)
                 await _wait_any(stop, timeout=delay)
                 continue

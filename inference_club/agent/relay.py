@@ -20,19 +20,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 import httpx
 import orjson
 
+from inference_club.domain.http_headers import HOP_BY_HOP_HEADERS
 from inference_club.netpool import pooled_client
+from inference_club.redact import redact
+from inference_club.waiting import wait_event
 
 from .discovery import Catalog, ServiceState
+from .metrics import RelayOutcome
+from .native import ProgressSink, run_native
 
 __all__ = [
     "AGENT_ERROR_HEADER",
-    "HOP_BY_HOP_HEADERS",
     "Relay",
     "RelayResponse",
     "RelayStreamError",
@@ -44,20 +49,6 @@ log = logging.getLogger("inference_club.agent.relay")
 
 AGENT_ERROR_HEADER = "x-ic-agent-error"
 
-HOP_BY_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Request headers that never reach an engine: transport and hub internals, the hub's
 # credentials, and encodings (the agent asks engines for identity bodies). The hub's
 # request id stays in the agent's log: llama-cpp-python's server answers 400 to any
@@ -99,17 +90,13 @@ def make_engine_client(
         ),
         # Idle connections are dropped before the usual 5 s server keep-alive, so a
         # request never goes out on a connection the engine is closing.
-        limits=httpx.Limits(
-            max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0
-        ),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0),
     )
 
 
 def agent_error_response(status: int, error_type: str, message: str) -> RelayResponse:
     """An answer the agent makes itself, marked with ``x-ic-agent-error: 1``."""
-    body = orjson.dumps(
-        {"error": {"message": message, "type": error_type, "param": None, "code": None}}
-    )
+    body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": None}})
     return RelayResponse(
         status,
         [
@@ -216,16 +203,27 @@ class RelayResponse:
     ) -> None:
         await self.aclose()
 
-    # used by Relay for its log line
-    def _summary(self) -> str:
-        ms = (time.monotonic() - self._started_at) * 1000
-        state = "" if self._completed else " aborted"
+    # used by Relay for its log line and metrics
+    def _outcome(self) -> tuple[dict[str, Any], RelayOutcome]:
+        seconds = time.monotonic() - self._started_at
         f = self._log_fields
-        return (
-            f"service={f.get('service', '-')} model={f.get('model', '-')} "
-            f"{f.get('method', '-')} {f.get('path', '-')} status={self.status} "
-            f"ms={ms:.0f} bytes={self._bytes}{state} request_id={f.get('request_id', '-')}"
+        service = f.get("service", "-")
+        fields: dict[str, Any] = {
+            "service": service,
+            "model": f.get("model", "-"),
+            "method": f.get("method", "-"),
+            "path": redact(f.get("path", "-")),
+            "status": self.status,
+            "ms": round(seconds * 1000),
+            "bytes": self._bytes,
+        }
+        if not self._completed:
+            fields["aborted"] = True
+        fields["request_id"] = f.get("request_id", "-")
+        outcome = RelayOutcome(
+            service, self.status, seconds, agent_error=self.agent_error, aborted=not self._completed
         )
+        return fields, outcome
 
 
 class Relay:
@@ -237,6 +235,13 @@ class Relay:
         self.client = client if client is not None else make_engine_client()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.progress: ProgressSink | None = None
+        """Where native adapters' progress goes (set by the runner for its transport)."""
+        self.on_finished: Callable[[RelayOutcome], None] | None = None
+        """Sees how each relayed request ended (the agent's metrics)."""
+        for service in catalog.services:
+            if service.adapter is not None:
+                service.adapter.bind(self.client)
 
     def __repr__(self) -> str:
         return f"<Relay services={len(self.catalog.services)} in_flight={self.in_flight}>"
@@ -293,6 +298,8 @@ class Relay:
                 started_at,
             )
         fields["service"] = f"{service_type}#{service.index}"
+        if service.adapter is not None:
+            return await self._native(service, method, model, path, headers, body, fields, started_at)
         url = service.engine.target_url(path)
         out_headers = _forward_headers(headers)
         out_headers.update(service.engine.auth_headers())
@@ -308,8 +315,9 @@ class Relay:
             self._release(service)
             return self._logged(
                 agent_error_response(
-                    502, "upstream_error", f"the local {service_type} server did not accept a "
-                    "connection in time"
+                    502,
+                    "upstream_error",
+                    f"the local {service_type} server did not accept a connection in time",
                 ),
                 fields,
                 started_at,
@@ -317,9 +325,7 @@ class Relay:
         except httpx.TimeoutException:
             self._release(service)
             return self._logged(
-                agent_error_response(
-                    504, "upstream_error", f"the local {service_type} server timed out"
-                ),
+                agent_error_response(504, "upstream_error", f"the local {service_type} server timed out"),
                 fields,
                 started_at,
             )
@@ -349,22 +355,49 @@ class Relay:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight (at most ``timeout`` s); True when idle."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, timeout)
 
     async def aclose(self) -> None:
         """Close the pooled client if this relay created it."""
         if self._owns_client:
             await self.client.aclose()
 
+    async def _native(
+        self,
+        service: ServiceState,
+        method: str,
+        model: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+        fields: dict[str, str],
+        started_at: float,
+    ) -> RelayResponse:
+        """Run one request through the service's native adapter (see ``adapters/``)."""
+        assert service.adapter is not None
+        service.in_flight += 1
+        self._idle.clear()
+        try:
+            status, out_headers, content = await run_native(
+                service,
+                method=method,
+                model=model,
+                path=path,
+                headers=headers,
+                body=body,
+                request_id=fields["request_id"],
+                progress=self.progress,
+                default_timeout_s=self.client.timeout.read or 600.0,
+            )
+        except BaseException:
+            self._release(service)
+            raise
+        response = RelayResponse(status, out_headers, body=content, service=service)
+        return self._logged(response, fields, started_at)
+
     # ------------------------------------------------------------------ internals
 
-    def _logged(
-        self, response: RelayResponse, fields: Mapping[str, str], started_at: float
-    ) -> RelayResponse:
+    def _logged(self, response: RelayResponse, fields: Mapping[str, str], started_at: float) -> RelayResponse:
         response._log_fields = dict(fields)
         response._started_at = started_at
         response._relay = self
@@ -378,7 +411,10 @@ class Relay:
     def _finished(self, response: RelayResponse, service: ServiceState | None) -> None:
         if service is not None:
             self._release(service)
-        log.info("relay %s", response._summary())
+        fields, outcome = response._outcome()
+        log.info("relay", extra={"fields": fields})
+        if self.on_finished is not None:
+            self.on_finished(outcome)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -404,18 +440,12 @@ def _check_path(path: str) -> str | None:
 
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
     connection_named = {
-        t.strip().lower()
-        for t in (_header(headers, "connection") or "").split(",")
-        if t.strip()
+        t.strip().lower() for t in (_header(headers, "connection") or "").split(",") if t.strip()
     }
     out: dict[str, str] = {}
     for k, v in headers.items():
         name = k.lower()
-        if (
-            name in _DROP_REQUEST_HEADERS
-            or name in connection_named
-            or name.startswith("x-ic-")
-        ):
+        if name in _DROP_REQUEST_HEADERS or name in connection_named or name.startswith("x-ic-"):
             continue
         out[name] = v
     return out
@@ -423,9 +453,7 @@ def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
-    connection_named = {
-        t.strip().lower() for k, v in pairs if k == "connection" for t in v.split(",")
-    }
+    connection_named = {t.strip().lower() for k, v in pairs if k == "connection" for t in v.split(",")}
     return [
         (k, v)
         for k, v in pairs
@@ -460,4 +488,3 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
     async for chunk in rest:
         if chunk:
             yield chunk
-

@@ -18,15 +18,18 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import httpx
 
+from ..domain.heartbeat import HeartbeatBody
 from .config import AgentConfig
 from .direct import DirectServer, SecretBox
 from .discovery import Catalog, Discovery
 from .health import collect_health
 from .heartbeat import Heartbeat, HeartbeatAnswer, heartbeat_body
+from .metrics import AgentMetrics, MetricsServer
+from .progress import ProgressPoster
 from .relay import Relay, make_engine_client
 
 __all__ = [
@@ -66,7 +69,7 @@ class HeartbeatCarrier(Protocol):
 
     registered: asyncio.Event
 
-    def carry_heartbeat(self, build_body: Callable[[], Awaitable[dict[str, Any]]]) -> None: ...
+    def carry_heartbeat(self, build_body: Callable[[], Awaitable[HeartbeatBody]]) -> None: ...
 
     def poke(self) -> None: ...
 
@@ -129,8 +132,19 @@ class AgentRunner:
         )
         self.catalog = Catalog(config.services)
         self.relay = Relay(self.catalog, self.engine_client)
+        self.metrics = AgentMetrics(self.catalog)
+        self.relay.on_finished = self.metrics.observe
         self.secrets = SecretBox()
         self.transport: AgentTransport = self._factory(config, self.relay, self.secrets)
+        if config.transport == "tunnel":
+            from .tunnel import TunnelClient
+
+            if isinstance(self.transport, TunnelClient):
+                self.metrics.tunnel = self.transport
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics_listen is not None:
+            host, port = config.metrics_listen
+            self.metrics_server = MetricsServer(self.metrics, config.metrics_token, host=host, port=port)
         self.heartbeat = Heartbeat(
             url=config.heartbeat_url,
             key=config.key,
@@ -148,6 +162,10 @@ class AgentRunner:
         self._carrier = self.transport if isinstance(self.transport, HeartbeatCarrier) else None
         if self._carrier is not None:
             self._carrier.carry_heartbeat(self._heartbeat_body)
+        # Progress of native engine jobs: a PROGRESS frame over the tunnel, else an HTTP post.
+        self.progress = ProgressPoster(config.hub, config.key, self.heartbeat.client)
+        send_progress = getattr(self.transport, "send_progress", None)
+        self.relay.progress = send_progress if callable(send_progress) else self.progress.report
         self._report_gpus = report_gpus
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,9 +200,13 @@ class AgentRunner:
         self._started = True
         await self.discovery.refresh()
         try:
+            if self.metrics_server is not None:
+                await self.metrics_server.start()
             await self.transport.start()
         except BaseException:
             self._started = False
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
             await self._close_clients()
             raise
         log.info(
@@ -213,6 +235,8 @@ class AgentRunner:
         try:
             await self.transport.stop()
         finally:
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
             await self._close_clients()
         log.info("agent %r stopped", self.config.name)
 
@@ -229,11 +253,12 @@ class AgentRunner:
         await self.stop()
 
     async def _close_clients(self) -> None:
+        await self.progress.aclose()
         await self.heartbeat.aclose()
         if self._owns_engine_client:
             await self.engine_client.aclose()
 
-    async def _heartbeat_body(self) -> dict[str, Any]:
+    async def _heartbeat_body(self) -> HeartbeatBody:
         health = await collect_health(self.catalog, gpus=self._report_gpus)
         return heartbeat_body(
             name=self.config.name,

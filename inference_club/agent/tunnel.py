@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -31,18 +31,23 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from .. import __version__
+from ..domain.heartbeat import HeartbeatBody
 from ..tunnel.mux import Mux, Stream, StreamReset
 from ..tunnel.protocol import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_WINDOW,
     HELLO_TIMEOUT_S,
     MAX_FRAME_SIZE,
+    PROGRESS_VERSION,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     CloseCode,
     Flag,
     Frame,
     FrameType,
     GoAway,
     Hello,
+    Progress,
     ProtocolError,
     RequestHead,
     ResetCode,
@@ -50,17 +55,40 @@ from ..tunnel.protocol import (
     Welcome,
     decode_frame,
 )
+from ..tunnel.traffic import ByteCount
+from ..waiting import wait_event
 from .config import AgentConfig
 from .heartbeat import MAX_BACKOFF_S, backoff_delay, heartbeat_body
 from .relay import Relay, RelayStreamError
 
-__all__ = ["TUNNEL_PATH", "TunnelClient", "TunnelRefused", "tunnel_url"]
+__all__ = [
+    "PROTOCOL_VARIABLE",
+    "TUNNEL_PATH",
+    "TunnelClient",
+    "TunnelRefused",
+    "offered_protocol",
+    "tunnel_url",
+]
 
 log = logging.getLogger("inference_club.agent.tunnel")
 
 TUNNEL_PATH = "/api/inference/agent/tunnel/"
 
-BodyBuilder = Callable[[], Awaitable[dict[str, Any]]]
+BodyBuilder = Callable[[], Awaitable[HeartbeatBody]]
+
+PROTOCOL_VARIABLE = "IC_TUNNEL_PROTOCOL"
+
+
+def offered_protocol(environ: Mapping[str, str] = os.environ) -> int:
+    """The tunnel version the hello offers: the newest, or a lower one named by ``IC_TUNNEL_PROTOCOL``
+    (to compare versions, or to step around a fault of a newer one)."""
+    value = environ.get(PROTOCOL_VARIABLE, "").strip()
+    if not value:
+        return PROTOCOL_VERSION
+    if not value.isdigit() or int(value) not in SUPPORTED_VERSIONS:
+        choices = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise ValueError(f"{PROTOCOL_VARIABLE} must be one of {choices}, not {value!r}")
+    return int(value)
 
 
 class TunnelRefused(Exception):
@@ -81,8 +109,9 @@ def tunnel_url(hub: str) -> str:
 class ClientLink:
     """The tunnel's link over a ``websockets`` client connection."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, traffic: ByteCount | None = None) -> None:
         self._ws = ws
+        self._traffic = traffic if traffic is not None else ByteCount()
 
     async def receive(self) -> bytes | None:
         try:
@@ -91,9 +120,11 @@ class ClientLink:
             return None
         if isinstance(message, str):
             raise ProtocolError("text message on the tunnel (frames are binary)")
+        self._traffic.received += len(message)
         return message
 
     async def send(self, data: bytes) -> None:
+        self._traffic.sent += len(data)
         await self._ws.send(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -145,6 +176,10 @@ class TunnelClient:
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_failure: str | None = None
+        self.protocol = offered_protocol()
+        """The tunnel protocol version offered in the hello (lowered for an older hub)."""
+        self.traffic = ByteCount()
+        """Bytes over this agent's tunnel connections (read by the agent's metrics)."""
 
     def __repr__(self) -> str:
         return (
@@ -174,6 +209,16 @@ class TunnelClient:
         """Send a heartbeat now (the model list changed)."""
         self._poked.set()
 
+    def send_progress(self, request_id: str, value: float, stage: str) -> bool:
+        """Tell the hub how far a request's engine job is; False when it cannot be sent
+        (no tunnel, or a version-1 tunnel, which has no PROGRESS frame)."""
+        mux = self._mux
+        welcome = self.welcome
+        if mux is None or mux.closed or welcome is None or welcome.protocol < PROGRESS_VERSION:
+            return False
+        mux.send_control(Progress(request_id, value, stage).to_frame())
+        return True
+
     async def start(self) -> None:
         """Start connecting in the background (the hub may not be up yet)."""
         if self._task is None or self._task.done():
@@ -191,12 +236,15 @@ class TunnelClient:
             mux.send_control(GoAway("draining", "the agent is shutting down").to_frame())
             running = list(self._handlers.values())
             if running:
-                log.info("draining %d running request(s) for up to %gs", len(running), self.config.shutdown_grace_s)
+                log.info(
+                    "draining %d running request(s) for up to %gs", len(running), self.config.shutdown_grace_s
+                )
                 await asyncio.wait(running, timeout=self.config.shutdown_grace_s)
             mux.close(CloseCode.GOING_AWAY, "the agent is shutting down")
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self._task)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -215,12 +263,17 @@ class TunnelClient:
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
-                    self._failed("refused", f"the hub refused the key (HTTP {status}); check --key / "
-                                 "IC_AGENT_KEY", level=logging.ERROR)
+                    self._failed(
+                        "refused",
+                        f"the hub refused the key (HTTP {status}); check --key / IC_AGENT_KEY",
+                        level=logging.ERROR,
+                    )
                 else:
                     self._failed(f"http-{status}", f"the hub answered HTTP {status} to the tunnel request")
             except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
-                self._failed("unreachable", f"cannot reach the hub at {self.url}: {type(exc).__name__}: {exc}")
+                self._failed(
+                    "unreachable", f"cannot reach the hub at {self.url}: {type(exc).__name__}: {exc}"
+                )
             except Exception as exc:  # pragma: no cover - a bug must not end the loop
                 log.exception("tunnel failed")
                 self._failed("bug", repr(exc))
@@ -231,8 +284,7 @@ class TunnelClient:
             self.failures += 1
             delay = backoff_delay(self.failures, base_s=self.base_backoff_s, cap_s=self.max_backoff_s)
             log.debug("reconnecting in %.1fs (attempt %d)", delay, self.failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await wait_event(self._stopping, delay)
 
     def _failed(self, kind: str, message: str, *, level: int = logging.WARNING) -> None:
         if kind != self._last_failure:
@@ -253,9 +305,10 @@ class TunnelClient:
             compression=None,
             max_size=self.max_frame,
         ) as ws:
-            link = ClientLink(ws)
+            link = ClientLink(ws, self.traffic)
             hello = Hello(
-                heartbeat=await self._build_body(),
+                protocol=self.protocol,
+                heartbeat=(await self._build_body()).to_wire(),
                 agent_version=__version__,
                 window=self.window,
                 max_frame=self.max_frame,
@@ -266,6 +319,7 @@ class TunnelClient:
             mux = Mux(
                 link,
                 opener=False,
+                protocol=min(welcome.protocol, self.protocol),
                 recv_window=self.window,
                 send_window=welcome.window,
                 recv_max_frame=self.max_frame,
@@ -289,7 +343,9 @@ class TunnelClient:
             self._last_failure = None
             self.connected.set()
             self.registered.set()
-            beats = asyncio.create_task(self._beat(mux, welcome.heartbeat_interval_s), name="agent-tunnel-beat")
+            beats = asyncio.create_task(
+                self._beat(mux, welcome.heartbeat_interval_s), name="agent-tunnel-beat"
+            )
             try:
                 await mux.run()
             finally:
@@ -308,19 +364,29 @@ class TunnelClient:
             return True
 
     async def _read_welcome(self, ws: ClientConnection, link: ClientLink) -> Welcome:
-        raw = await asyncio.wait_for(link.receive(), self.hello_timeout_s)
+        async with asyncio.timeout(self.hello_timeout_s):
+            raw = await link.receive()
         if raw is None:
             reason = ws.close_reason or "no reason given"
-            raise TunnelRefused(f"the hub closed the tunnel before welcoming it ({ws.close_code}: {reason})",
-                                kind=f"closed-{ws.close_code}")
+            raise TunnelRefused(
+                f"the hub closed the tunnel before welcoming it ({ws.close_code}: {reason})",
+                kind=f"closed-{ws.close_code}",
+            )
         frame = decode_frame(raw, max_size=self.max_frame)
         if frame.type is FrameType.GOAWAY:
             refusal = GoAway.from_frame(frame)
             hint = ""
             if refusal.code == "unsupported_version":
-                hint = f" (the hub speaks tunnel protocol {list(refusal.supported)}; upgrade one side)"
-            raise TunnelRefused(f"the hub refused the tunnel: {refusal.code}: {refusal.message}{hint}",
-                                kind=refusal.code)
+                common = set(refusal.supported) & SUPPORTED_VERSIONS
+                if common and max(common) != self.protocol:
+                    # an older hub: speak its version (without progress reports) on the next try
+                    self.protocol = max(common)
+                    hint = f" (the hub speaks tunnel protocol {list(refusal.supported)}; retrying with {self.protocol})"
+                else:
+                    hint = f" (the hub speaks tunnel protocol {list(refusal.supported)}; upgrade one side)"
+            raise TunnelRefused(
+                f"the hub refused the tunnel: {refusal.code}: {refusal.message}{hint}", kind=refusal.code
+            )
         try:
             return Welcome.from_frame(frame)
         except ProtocolError as exc:
@@ -330,18 +396,21 @@ class TunnelClient:
 
     async def _beat(self, mux: Mux, interval_s: float) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), interval_s)
+            await wait_event(self._poked, interval_s)
             self._poked.clear()
             try:
                 body = await self._build_body()
-                mux.send_control(Frame(FrameType.HEARTBEAT, 0, Flag.NONE, orjson.dumps(body)))
+                mux.send_control(Frame(FrameType.HEARTBEAT, 0, Flag.NONE, orjson.dumps(body.to_wire())))
             except Exception:
                 log.exception("could not send a heartbeat over the tunnel")
 
-    async def _minimal_body(self) -> dict[str, Any]:
+    async def _minimal_body(self) -> HeartbeatBody:
         return heartbeat_body(
-            name=self.config.name, transport=self.name, callback_url=None, catalog=self.relay.catalog, health={}
+            name=self.config.name,
+            transport=self.name,
+            callback_url=None,
+            catalog=self.relay.catalog,
+            health={},
         )
 
     # ------------------------------------------------------------------ streams

@@ -1,4 +1,4 @@
-"""Provider, service and model capability types, and the heartbeat payload's parsing.
+"""Provider, service and model capability types, and the hub's parsing of a heartbeat.
 
 Pure data and validation; the registry keeps these in memory for routing.
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from inference_club.domain.endpoints import ServiceType
+from inference_club.domain.heartbeat import HeartbeatBody as HeartbeatBody  # re-exported for the hub
+from inference_club.domain.heartbeat import ModelDecl as ModelDecl
+from inference_club.domain.heartbeat import ServiceDecl as ServiceDecl
 from inference_club.errors import InvalidRequest
 
 _DEFAULT_MODALITIES: dict[str, tuple[list[str], list[str]]] = {
@@ -23,56 +26,6 @@ _DEFAULT_MODALITIES: dict[str, tuple[list[str], list[str]]] = {
     "video": (["text", "image"], ["video"]),
     "mesh": (["text", "image"], ["mesh"]),
 }
-
-
-class ModelDecl(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(min_length=1, max_length=255)
-    context_length: int | None = Field(None, ge=0)
-    input_modalities: list[str] | None = None
-    output_modalities: list[str] | None = None
-    features: list[str] = Field(default_factory=list)
-
-
-class ServiceDecl(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: ServiceType
-    engine: str = Field("openai", max_length=64)
-    max_concurrency: int = Field(4, ge=1, le=10_000)
-    models: list[ModelDecl] = Field(default_factory=list, max_length=5000)
-
-
-class LegacyModel(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(min_length=1, max_length=255)
-    context_window: int | None = Field(None, ge=0)
-
-
-class HeartbeatBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(min_length=1, max_length=150, pattern=r"^[A-Za-z0-9_.:@-]+$")
-    transport: str = Field("direct", pattern="^(direct|tunnel)$")
-    callback_url: str | None = Field(None, max_length=2048)
-    version: str | None = Field(None, max_length=64)
-    services: list[ServiceDecl] | None = Field(None, max_length=64)
-    models: list[LegacyModel] | None = Field(None, max_length=5000)  # legacy form
-    health: dict[str, Any] = Field(default_factory=dict)
-    visibility: str | None = Field(None, pattern="^(private|shared)$")
-
-    def normalized_services(self) -> list[ServiceDecl]:
-        if self.services is not None:
-            return self.services
-        legacy = self.models or []
-        return [
-            ServiceDecl(
-                type=ServiceType.LLM,
-                models=[ModelDecl(id=m.name, context_length=m.context_window) for m in legacy],
-            )
-        ]
 
 
 def parse_heartbeat(data: object) -> HeartbeatBody:
@@ -151,10 +104,13 @@ class ProviderState:
     version: str | None = None
     health: dict[str, Any] = field(default_factory=dict)
     tunnels: int = 0  # open tunnel connections (tunnel transport)
+    # Open tunnels held by other replicas of a scaled-out hub: replica id → count.
+    remote_tunnels: dict[str, int] = field(default_factory=dict)
+    key_id: str | None = None  # the API key of the last heartbeat (in memory only)
 
     def is_online(self, now: float, window_s: float) -> bool:
         if self.transport == "tunnel":
-            return self.tunnels > 0
+            return self.tunnels > 0 or bool(self.remote_tunnels)
         return now - self.last_seen <= window_s
 
     def usable_by(self, user_id: str, preference: str) -> bool:

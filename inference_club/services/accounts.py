@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -20,6 +21,9 @@ from inference_club.store.tables import ApiKey, User
 KEY_PREFIX = "ic_"
 ROUTING_PREFERENCES = ("own", "own-first", "any")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+MAX_KEY_NAME_LENGTH = 150
 _BOOTSTRAPPED = "bootstrap_admin_created"
 
 
@@ -52,14 +56,14 @@ class Accounts:
         routing_preference: str = "own-first",
     ) -> User:
         if not _USERNAME.match(username):
-            raise InvalidRequest(
-                "username must be 1-150 letters, digits or . _ @ -", param="username"
-            )
+            raise InvalidRequest("username must be 1-150 letters, digits or . _ @ -", param="username")
         if routing_preference not in ROUTING_PREFERENCES:
             raise InvalidRequest(
                 f"routing_preference must be one of {', '.join(ROUTING_PREFERENCES)}",
                 param="routing_preference",
             )
+        if password is not None:
+            check_password(password)
         async with self._db.transaction() as session:
             if await q.get_user_by_name(session, username=username):
                 raise Conflict(f"user {username!r} already exists", param="username")
@@ -74,15 +78,80 @@ class Accounts:
             return await q.add_user(session, user=user)
 
     async def verify_password(self, username: str, password: str) -> User | None:
+        """The user if the password is theirs and they are not disabled."""
         async with self._db.read() as session:
             user = await q.get_user_by_name(session, username=username)
-        if user is None or not user.password_hash:
+        if user is None or not user.password_hash or user.disabled_at is not None:
+            # Same work either way, so timing does not tell which usernames exist.
+            self._hasher.hash(password[:MAX_PASSWORD_LENGTH])
             return None
         try:
-            self._hasher.verify(user.password_hash, password)
+            self._hasher.verify(user.password_hash, password[:MAX_PASSWORD_LENGTH])
         except VerificationError:
             return None
         return user
+
+    async def get_user(self, user_id: str) -> User:
+        async with self._db.read() as session:
+            user = await q.get_user(session, user_id=user_id)
+        if user is None:
+            raise NotFound(f"No user with id {user_id!r}.", param="user_id")
+        return user
+
+    async def get_user_by_name(self, username: str) -> User:
+        async with self._db.read() as session:
+            user = await q.get_user_by_name(session, username=username)
+        if user is None:
+            raise NotFound(f"no user named {username!r}", param="user")
+        return user
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        """Set a dashboard password (argon2id); sessions signed before it stop working."""
+        check_password(password)
+        async with self._db.transaction() as session:
+            if not await q.set_user_fields(
+                session, user_id=user_id, password_hash=self._hasher.hash(password)
+            ):
+                raise NotFound(f"No user with id {user_id!r}.", param="user_id")
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> User:
+        """Disable (no sign-in, no API key works) or enable a user."""
+        async with self._db.transaction() as session:
+            if not await q.set_user_fields(
+                session, user_id=user_id, disabled_at=utcnow() if disabled else None
+            ):
+                raise NotFound(f"No user with id {user_id!r}.", param="user_id")
+        return await self.get_user(user_id)
+
+    async def keys_of(self, user_id: str) -> list[ApiKey]:
+        """The user's keys, revoked ones included, oldest first."""
+        async with self._db.read() as session:
+            return [key for key, _ in await q.list_keys(session, user_id=user_id)]
+
+    async def create_key_for(self, user_id: str, *, name: str) -> CreatedKey:
+        name = name.strip()
+        if (
+            not name
+            or len(name) > MAX_KEY_NAME_LENGTH
+            or any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+        ):
+            raise InvalidRequest(
+                f"name must be 1-{MAX_KEY_NAME_LENGTH} characters without control characters.", param="name"
+            )
+        user = await self.get_user(user_id)
+        return await self.create_key(user.username, name=name)
+
+    async def revoke_key_of(self, user_id: str, key_id: str) -> ApiKey:
+        """Revoke one of the user's own keys; another user's key is ``NotFound``."""
+        async with self._db.transaction() as session:
+            key = await q.get_key(session, key_id=key_id)
+            if key is None or key.user_id != user_id:
+                raise NotFound(f"No key with id {key_id!r}.", param="key_id")
+            await q.revoke_key(session, key_id=key_id, at=utcnow())
+        async with self._db.read() as session:
+            revoked = await q.get_key(session, key_id=key_id)
+        assert revoked is not None
+        return revoked
 
     async def list_users(self) -> list[User]:
         async with self._db.read() as session:
@@ -131,3 +200,10 @@ class Accounts:
             await q.set_meta(session, key=_BOOTSTRAPPED, value=utcnow().isoformat())
         await self.create_user("admin", is_admin=True)
         return await self.create_key("admin", name="bootstrap")
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidRequest(
+            f"password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters.", param="password"
+        )

@@ -1,4 +1,4 @@
-"""Batches (SPEC §8): up to 256 jobs submitted at once, validated all-or-nothing.
+"""Batches (docs/api.md): up to 256 jobs submitted at once, validated all-or-nothing.
 
 Every item is checked exactly as a direct call would be (fields, and that a provider
 serves the model for this user) before anything is written; the batch and all its
@@ -27,7 +27,6 @@ from inference_club.domain.jobs import (
     job_endpoint,
     request_fingerprint,
 )
-from inference_club.domain.validation import validate
 from inference_club.errors import Conflict, InvalidRequest, NoProvider, NotFound, TooManyItems
 from inference_club.services.auth import Principal
 from inference_club.services.jobs import JobService, KeyInUse, check_idempotency_key
@@ -81,7 +80,9 @@ class BatchService:
         """Validate a ``POST /v1/batches`` body; the first bad item is named in the error."""
         label = data.get("label")
         if label is not None and (not isinstance(label, str) or len(label) > _MAX_LABEL):
-            raise InvalidRequest(f"'label' must be a string of at most {_MAX_LABEL} characters.", param="label")
+            raise InvalidRequest(
+                f"'label' must be a string of at most {_MAX_LABEL} characters.", param="label"
+            )
         requests = data.get("requests")
         if requests is None:
             raise InvalidRequest("'requests' is required.", param="requests")
@@ -102,8 +103,9 @@ class BatchService:
             raise InvalidRequest(f"{where} must be an object with 'endpoint' and 'body'.", param=where)
         named = item.get("endpoint", item.get("url"))
         if not isinstance(named, str):
-            raise InvalidRequest(f"{where}.endpoint is required (e.g. \"/v1/chat/completions\").",
-                                 param=f"{where}.endpoint")
+            raise InvalidRequest(
+                f'{where}.endpoint is required (e.g. "/v1/chat/completions").', param=f"{where}.endpoint"
+            )
         endpoint = job_endpoint(named)
         if endpoint is None:
             raise InvalidRequest(f"{where}.endpoint: unknown endpoint {named!r}.", param=f"{where}.endpoint")
@@ -117,7 +119,7 @@ class BatchService:
             raise InvalidRequest(f"{where}.body must be a JSON object.", param=f"{where}.body")
         body = {k: v for k, v in body.items() if k != "async"}
         try:
-            model = validate(endpoint.name, body)
+            model = endpoint.validate(body)
             self._router.require_candidates(principal, endpoint, model)
         except (InvalidRequest, NoProvider) as exc:
             raise _item_error(index, exc) from None
@@ -135,23 +137,37 @@ class BatchService:
         """Validate, then commit the batch and its jobs at once. Returns (batch, replayed)."""
         key = check_idempotency_key(idempotency_key)
         # A replay answers the batch the key names before anything is checked again.
-        fingerprint = request_fingerprint("batch", {"label": data.get("label"), "requests": data.get("requests")})
+        fingerprint = request_fingerprint(
+            "batch", {"label": data.get("label"), "requests": data.get("requests")}
+        )
         if key is not None:
             existing = await self._jobs.replay(principal.user_id, key, "batch", fingerprint)
             if existing is not None:
                 return await self.get(principal, existing, with_jobs=False), True
         label, items = self.parse(principal, data)
         now = utcnow()
-        batch = Batch(id=new_id("batch"), user_id=principal.user_id, label=label, total=len(items), created_at=now)
+        batch = Batch(
+            id=new_id("batch"), user_id=principal.user_id, label=label, total=len(items), created_at=now
+        )
         jobs: list[Job] = [
-            self._jobs.build(principal, i.endpoint, i.model, i.body, base_url=base_url,
-                             request_id=request_id, batch_id=batch.id, now=now)
+            self._jobs.build(
+                principal,
+                i.endpoint,
+                i.model,
+                i.body,
+                base_url=base_url,
+                request_id=request_id,
+                batch_id=batch.id,
+                now=now,
+            )
             for i in items
         ]
         try:
             async with self._db.transaction() as session:
                 if key is not None:
-                    await self._jobs.claim_key(session, principal.user_id, key, "batch", fingerprint, batch.id)
+                    await self._jobs.claim_key(
+                        session, principal.user_id, key, "batch", fingerprint, batch.id
+                    )
                 await q.add_batch(session, batch=batch)
                 await q.add_jobs(session, jobs=jobs)
         except (IntegrityError, KeyInUse):
@@ -172,13 +188,20 @@ class BatchService:
         data = batch_public(batch, counts)
         if with_jobs:
             data["jobs"] = [
-                {"id": j.id, "status": j.status, "inference_type": inference_type(BY_NAME[j.endpoint]),
-                 "endpoint": BY_NAME[j.endpoint].path, "model": j.model}
+                {
+                    "id": j.id,
+                    "status": j.status,
+                    "inference_type": inference_type(BY_NAME[j.endpoint]),
+                    "endpoint": BY_NAME[j.endpoint].path,
+                    "model": j.model,
+                }
                 for j in jobs
             ]
         return data
 
-    async def list_batches(self, principal: Principal, *, limit: int, after: str | None) -> list[dict[str, Any]]:
+    async def list_batches(
+        self, principal: Principal, *, limit: int, after: str | None
+    ) -> list[dict[str, Any]]:
         async with self._db.read() as session:
             batches = list(await q.list_batches(session, user_id=principal.user_id, limit=limit, after=after))
             counts = await q.batch_counts(session, batch_ids=[b.id for b in batches])

@@ -13,8 +13,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from inference_club.domain.routing import SlotKey
+
+
+class SlotPool(Protocol):
+    """What routing needs of capacity slots: this module's in-process :class:`Capacity`,
+    or the Redis-backed one shared by the replicas of a scaled-out hub."""
+
+    def load(self, key: SlotKey) -> int: ...
+    def set_limit(self, key: SlotKey, limit: int) -> None: ...
+    async def take(self, keys: Sequence[SlotKey], *, background: bool = False) -> SlotKey | None: ...
+    async def acquire(self, keys: Sequence[SlotKey], *, timeout_s: float) -> SlotKey | None: ...
+    def release(self, key: SlotKey) -> None: ...
+    def on_release(self, listener: Callable[[SlotKey], None]) -> None: ...
+    def has_waiters(self) -> bool: ...
+    @property
+    def waiting(self) -> int: ...
+    def snapshot(self) -> dict[SlotKey, tuple[int, int]]: ...
 
 
 @dataclass(slots=True)
@@ -57,6 +74,10 @@ class Capacity:
                 return key
         return None
 
+    async def take(self, keys: Sequence[SlotKey], *, background: bool = False) -> SlotKey | None:
+        """:meth:`try_acquire` behind the awaitable interface the shared slots need."""
+        return self.try_acquire(keys, background=background)
+
     async def acquire(self, keys: Sequence[SlotKey], *, timeout_s: float) -> SlotKey | None:
         """Take a slot, waiting FIFO up to ``timeout_s``; ``None`` on timeout."""
         if not self._waiters:
@@ -69,7 +90,8 @@ class Capacity:
         for key in keys:
             self._hand_over(key)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(waiter.future)
         except TimeoutError:
             if waiter.future.done() and not waiter.future.cancelled():
                 return waiter.future.result()
@@ -100,6 +122,11 @@ class Capacity:
 
     def has_waiters(self) -> bool:
         return bool(self._waiters)
+
+    @property
+    def waiting(self) -> int:
+        """Synchronous requests waiting for a slot right now."""
+        return len(self._waiters)
 
     def _hand_over(self, key: SlotKey) -> None:
         for waiter in list(self._waiters):

@@ -45,18 +45,25 @@ from inference_club.domain.jobs import (
     fair_order,
 )
 from inference_club.domain.routing import Candidate, SlotKey
-from inference_club.errors import HubError, NoProvider
+from inference_club.errors import (
+    AnswerTooLarge,
+    DatabaseUnavailable,
+    HubError,
+    NoProvider,
+    SharedStateUnavailable,
+)
 from inference_club.services.auth import Principal
 from inference_club.services.bodies import JsonBody
 from inference_club.services.executors import Call, Executors, Outcome
-from inference_club.services.files import FileService, file_url
-from inference_club.services.jobs import JobSignals
+from inference_club.services.files import FileService
+from inference_club.services.job_events import JobSignals
 from inference_club.services.router import NoFreeSlot, Router
 from inference_club.settings import Settings
 from inference_club.store import accounts as accounts_q
 from inference_club.store import jobs as q
 from inference_club.store.db import Database
 from inference_club.store.tables import Job
+from inference_club.waiting import wait_event
 
 log = logging.getLogger("inference_club.dispatcher")
 
@@ -66,6 +73,7 @@ def _with_key(principal: Principal, key_id: str | None) -> Principal:
     return Principal(
         principal.user_id, principal.username, key_id or "", principal.is_admin, principal.routing_preference
     )
+
 
 _PER_USER_WINDOW = 64  # queued jobs looked at per user and tick
 _WINDOW = 1024  # queued jobs looked at per tick
@@ -230,10 +238,11 @@ class Dispatcher:
             self._wakeup.clear()
             try:
                 await self.tick()
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the database; the next pass tries again
             except Exception:
                 log.exception("dispatcher pass failed; retrying after the poll interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._settings.job_poll_interval_s)
+            await wait_event(self._wakeup, self._settings.job_poll_interval_s)
 
     async def run_burst(self, *, timeout_s: float = 60.0) -> int:
         """Run queued jobs until none is due or startable, then return how many ended.
@@ -246,8 +255,9 @@ class Dispatcher:
             started = await self.tick()
             tasks = [r.task for r in self._running.values()]
             if tasks:
-                await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    tasks, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+                )
             elif started == 0:
                 return self.stats.finished - before
             if time.monotonic() > deadline:
@@ -282,14 +292,18 @@ class Dispatcher:
         endpoint = BY_NAME.get(ref.endpoint)
         principal = await self._principal(ref.user_id)
         if endpoint is None or principal is None:
-            await self._fail_queued(ref.id, now, "invalid_request", "The job's endpoint or owner no longer exists.")
+            await self._fail_queued(
+                ref.id, now, "invalid_request", "The job's endpoint or owner no longer exists."
+            )
             return
         found = self._router.candidates(principal, endpoint, ref.model)
         if not found:
             queued_at = as_utc(ref.queued_at or now)
             if now - queued_at >= timedelta(seconds=self._settings.job_queue_timeout_s):
                 await self._fail_queued(
-                    ref.id, now, "no_provider",
+                    ref.id,
+                    now,
+                    "no_provider",
                     f"No online provider served model {ref.model!r} ({endpoint.service_type.value}) "
                     f"within the queue timeout of {self._settings.job_queue_timeout_s:g}s.",
                 )
@@ -302,7 +316,10 @@ class Dispatcher:
         claimed_at = utcnow()
         async with self._db.transaction() as session:
             claimed = await q.claim(
-                session, job_ids=[ref.id], owner=self.owner, now=claimed_at,
+                session,
+                job_ids=[ref.id],
+                owner=self.owner,
+                now=claimed_at,
                 lease_until=claimed_at + timedelta(seconds=self._settings.job_lease_s),
             )
         if not claimed:
@@ -338,7 +355,10 @@ class Dispatcher:
                 self._users.pop(user_id, None)
                 return None
             principal = Principal(
-                user_id=user.id, username=user.username, key_id="", is_admin=user.is_admin,
+                user_id=user.id,
+                username=user.username,
+                key_id="",
+                is_admin=user.is_admin,
                 routing_preference=user.routing_preference,
             )
             cached = _User(principal, time.monotonic() + _PRINCIPAL_TTL_S)
@@ -370,9 +390,10 @@ class Dispatcher:
     async def _attempt(self, job: Job, attempt: int, call: Call) -> None:
         try:
             outcome = await self._executors.for_endpoint(call.endpoint).collect(call, background=True)
-        except (NoFreeSlot, NoProvider):
-            # Nothing ran: a synchronous request took the slot first, or the provider
-            # just went away. The job waits in the queue; this was not an attempt.
+        except (NoFreeSlot, NoProvider, SharedStateUnavailable):
+            # Nothing ran: a synchronous request took the slot first, the provider just
+            # went away, or Redis (shared slots) is down. The job waits in the queue; this
+            # was not an attempt.
             await self._hand_back(job, attempt)
         except asyncio.CancelledError:
             # Handled here: the upstream request is closed; what is left is bookkeeping.
@@ -382,6 +403,9 @@ class Dispatcher:
             running = self._running.get(job.id)
             if running is None or not running.abandoned:
                 await self._hand_back(job, attempt)  # shutting down
+        except AnswerTooLarge as exc:
+            # The same engine would send the same oversized answer again.
+            await self._failed(job, attempt, exc.message, exc.type, exc.status_code, permanent=True)
         except HubError as exc:
             await self._failed(job, attempt, exc.message, exc.type, exc.status_code)
         except Exception as exc:
@@ -392,15 +416,27 @@ class Dispatcher:
 
     async def _record(self, job: Job, attempt: int, outcome: Outcome) -> None:
         files: list[dict[str, Any]] = [
-            {"id": f.id, "url": file_url(job.base_url, f.id), "content_type": f.content_type, "bytes": f.bytes}
+            {
+                "id": f.id,
+                "url": self._files.media_url(job.base_url, f.id),
+                "content_type": f.content_type,
+                "bytes": f.bytes,
+            }
             for f in outcome.files
         ]
         provider = self._router.registry.get(outcome.provider_id)
         async with self._db.transaction() as session:
             done = await q.finish(
-                session, job_id=job.id, owner=self.owner, attempt=attempt, status=JobStatus.PROCESSED,
-                now=utcnow(), result=outcome.result, result_url=files[0]["url"] if files else None,
-                files=files, provider_id=outcome.provider_id,
+                session,
+                job_id=job.id,
+                owner=self.owner,
+                attempt=attempt,
+                status=JobStatus.PROCESSED,
+                now=utcnow(),
+                result=outcome.result,
+                result_url=files[0]["url"] if files else None,
+                files=files,
+                provider_id=outcome.provider_id,
                 provider_name=provider.name if provider else None,
             )
         if done is None:
@@ -413,23 +449,39 @@ class Dispatcher:
         self._signals.publish(done)
 
     async def _failed(
-        self, job: Job, attempt: int, message: str, error_type: str, status_code: int | None
+        self,
+        job: Job,
+        attempt: int,
+        message: str,
+        error_type: str,
+        status_code: int | None,
+        *,
+        permanent: bool = False,
     ) -> None:
-        kind = classify_status(status_code)
+        kind = FailureKind.PERMANENT if permanent else classify_status(status_code)
         error = {"message": message, "type": error_type, "attempt": attempt, "status": status_code}
         now = utcnow()
         async with self._db.transaction() as session:
             if self.policy.should_retry(kind, attempt):
                 delay = self.policy.delay_s(attempt)
                 changed = await q.requeue(
-                    session, job_id=job.id, owner=self.owner, attempt=attempt,
-                    run_after=now + timedelta(seconds=delay), error=error,
+                    session,
+                    job_id=job.id,
+                    owner=self.owner,
+                    attempt=attempt,
+                    run_after=now + timedelta(seconds=delay),
+                    error=error,
                 )
                 counter = "retried"
             else:
                 changed = await q.finish(
-                    session, job_id=job.id, owner=self.owner, attempt=attempt, status=JobStatus.FAILED,
-                    now=now, error=error,
+                    session,
+                    job_id=job.id,
+                    owner=self.owner,
+                    attempt=attempt,
+                    status=JobStatus.FAILED,
+                    now=now,
+                    error=error,
                 )
                 counter = "failed"
         if changed is not None:
@@ -452,7 +504,10 @@ class Dispatcher:
     async def _fail_queued(self, job_id: str, now: datetime, error_type: str, message: str) -> None:
         async with self._db.transaction() as session:
             changed = await q.fail_queued(
-                session, job_id=job_id, now=now, error={"message": message, "type": error_type, "attempt": 0},
+                session,
+                job_id=job_id,
+                now=now,
+                error={"message": message, "type": error_type, "attempt": 0},
             )
         if changed is not None:
             self.stats.failed += 1
@@ -470,6 +525,8 @@ class Dispatcher:
             try:
                 async with self._db.transaction() as session:
                     await q.renew(session, job_ids=list(self._running), owner=self.owner, lease_until=until)
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the database; renewed on the next turn
             except Exception:
                 log.exception("could not renew job leases")
 

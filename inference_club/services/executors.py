@@ -9,23 +9,35 @@ exactly one way to call, say, an image provider.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
+import anyio
 import orjson
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from inference_club.domain.endpoints import AnswerKind, Endpoint
-from inference_club.errors import HubError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from inference_club.domain.web_content import user_content_headers
+from inference_club.errors import AnswerTooLarge, HubError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from inference_club.services import token_counts
+from inference_club.services.answers import (
+    AnswerLimits,
+    MediaJsonAnswer,
+    MediaSink,
+    base64_of,
+    capped_chunks,
+    file_placeholder,
+    splice_files,
+    store_media_json,
+)
 from inference_club.services.auth import Principal
 from inference_club.services.bodies import Body, JsonBody
-from inference_club.services.files import FileService, PendingFile, file_url
+from inference_club.services.files import FileService, PendingFile
 from inference_club.services.router import Attempt, Router
 from inference_club.services.transports.base import (
     TransportTimeout,
@@ -38,9 +50,7 @@ from inference_club.store.tables import StoredFile
 log = logging.getLogger("inference_club.executors")
 
 _MAX_ERROR_BODY = 1024 * 1024
-_MAX_JSON_ANSWER = 512 * 1024 * 1024
-_TAIL = 4096
-_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+_TAIL = 64 * 1024  # the end of a JSON answer kept for its usage (OpenAI puts it last)
 
 
 @dataclass(slots=True)
@@ -99,13 +109,18 @@ class Outcome:
 class Executor:
     kind: AnswerKind
 
-    def __init__(self, router: Router, files: FileService, usage: UsageRecorder) -> None:
+    def __init__(
+        self, router: Router, files: FileService, usage: UsageRecorder, limits: AnswerLimits
+    ) -> None:
         self.router = router
         self.files = files
         self.usage = usage
+        self.limits = limits
 
     async def open(self, call: Call, *, background: bool = False) -> Attempt:
-        return await self.router.open(call.principal, call.endpoint, call.upstream_request(), background=background)
+        return await self.router.open(
+            call.principal, call.endpoint, call.upstream_request(), background=background
+        )
 
     async def respond(self, call: Call) -> Response:
         raise NotImplementedError
@@ -132,9 +147,16 @@ class Executor:
         status = attempt.response.status
         if status < 400:
             return
-        raw = await _read_limited(attempt, _MAX_ERROR_BODY)
+        raw = await _read_error_body(attempt)
         await attempt.close(failed=status >= 500)
-        error = upstream_error(status, raw, attempt.response.agent_error)
+        error = upstream_error(
+            status,
+            raw,
+            attempt.response.agent_error,
+            owner=attempt.provider.user_id == call.principal.user_id,
+            request_id=call.request_id,
+            path=call.path or call.endpoint.path,
+        )
         record = self._usage(call, attempt, error.status_code)
         record.error_type = error.type
         record.latency_ms = (time.monotonic() - attempt.started) * 1000
@@ -147,16 +169,20 @@ class Executor:
         record = self._usage(call, attempt, attempt.response.status)
         held: bytes | None = None
         done = False
+        sink = MediaSink(pending, self.limits, sniff=None)
         try:
-            async for chunk in attempt.response.aiter_bytes():
+            async for chunk in capped_chunks(
+                attempt.response, self.limits.answer_bytes, self.limits.answer_too_large
+            ):
                 if record.ttft_ms is None:
                     record.ttft_ms = (time.monotonic() - attempt.started) * 1000
-                await pending.writer.write(chunk)
+                await sink.write(chunk)
                 if held is not None:
                     yield held
                 held = chunk
             # The file is on record before the last byte goes out, so a client that
             # follows x-file-url right after reading the body finds it.
+            await sink.flush()
             stored = await self.files.finish(pending)
             done = True
             if on_file is not None:
@@ -167,47 +193,143 @@ class Executor:
             record.error_type = "upstream_error"
             record.status_code = 502
             raise UpstreamError(f"The provider's answer broke off: {exc}") from exc
+        except AnswerTooLarge:
+            record.error_type = "upstream_error"
+            record.status_code = 502
+            log.warning("answer from %s refused: over a size cap", attempt.provider.name)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.error_type = "client_disconnected"
+            record.status_code = 499
+            raise
         finally:
-            if not done:
-                await pending.writer.abort()
-            await attempt.close(failed=record.error_type == "upstream_error")
             record.latency_ms = (time.monotonic() - attempt.started) * 1000
             self.usage.record(record)
+            with anyio.CancelScope(shield=True):
+                if not done:
+                    await pending.writer.abort()
+                await attempt.close(failed=record.error_type == "upstream_error")
 
     async def _read_all(self, call: Call, attempt: Attempt) -> bytes:
+        """A JSON answer the hub keeps whole (a job's result): capped by the smaller of the caps."""
+        limit = min(self.limits.answer_bytes, self.limits.json_bytes)
+        too_large = (
+            self.limits.answer_too_large if limit == self.limits.answer_bytes else self.limits.json_too_large
+        )
         try:
-            raw = await _read_limited(attempt, _MAX_JSON_ANSWER)
-        except BaseException:
+            raw = await _read_limited(attempt, limit, too_large)
+        except BaseException as exc:
             await attempt.close(failed=True)
+            self._record_failure(call, attempt, exc)
             raise
         await attempt.close()
-        record = self._usage(call, attempt, attempt.response.status)
-        record.latency_ms = (time.monotonic() - attempt.started) * 1000
-        match = _USAGE.search(raw[-_TAIL:])
-        if match:
-            record.set_tokens(_loads_or_none(match.group(1)))
-        self.usage.record(record)
+        self._record_success(call, attempt, token_counts.from_answer(raw))
         return raw
 
+    async def _read_media_json(
+        self, call: Call, attempt: Attempt, content_type: str, sniff: Callable[[bytes], str] | None = None
+    ) -> MediaJsonAnswer:
+        """A JSON answer whose ``b64_json`` values go straight into files as they arrive."""
+        tail = b""
 
-def upstream_error(status: int, raw: bytes, agent_error: bool) -> HubError:
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal tail
+            try:
+                async for chunk in capped_chunks(
+                    attempt.response, self.limits.answer_bytes, self.limits.answer_too_large
+                ):
+                    tail = (tail + chunk[-_TAIL:])[-_TAIL:]
+                    yield chunk
+            except TransportTimeout as exc:
+                raise UpstreamTimeout(str(exc)) from exc
+            except TransportUnavailable as exc:
+                raise UpstreamError(f"The provider dropped the answer: {exc}") from exc
+
+        try:
+            stored = await store_media_json(
+                chunks(),
+                self.files,
+                self.limits,
+                user_id=call.principal.user_id,
+                content_type=content_type,
+                sniff=sniff,
+            )
+        except BaseException as exc:
+            await attempt.close(failed=True)
+            self._record_failure(call, attempt, exc)
+            raise
+        await attempt.close()
+        self._record_success(call, attempt, token_counts.from_answer_tail(tail, complete=False))
+        return stored
+
+    def _record_success(self, call: Call, attempt: Attempt, counts: token_counts.TokenCounts | None) -> None:
+        record = self._usage(call, attempt, attempt.response.status)
+        record.latency_ms = (time.monotonic() - attempt.started) * 1000
+        record.set_tokens(counts)
+        self.usage.record(record)
+
+    def _record_failure(self, call: Call, attempt: Attempt, exc: BaseException) -> None:
+        if not isinstance(exc, HubError):
+            return
+        record = self._usage(call, attempt, exc.status_code)
+        record.error_type = exc.type
+        record.latency_ms = (time.monotonic() - attempt.started) * 1000
+        self.usage.record(record)
+        if isinstance(exc, AnswerTooLarge):
+            log.warning("answer from %s refused: %s", attempt.provider.name, exc.message)
+
+
+def upstream_error(
+    status: int, raw: bytes, agent_error: bool, *, owner: bool = True, request_id: str = "", path: str = ""
+) -> HubError:
+    """The hub's error for an upstream error answer.
+
+    An engine's raw error text (a 5xx body, a traceback, an HTML page) may reveal the
+    provider's machine, so only the provider's owner reads it; other callers get the
+    status, a short cause and the request id. Engine 4xx answers in OpenAI's envelope
+    (a rejected parameter, a context overflow) and the agent's own errors are meant for
+    the caller and pass through.
+    """
     body = _loads_or_none(raw)
     enveloped = isinstance(body, dict) and isinstance(body.get("error"), dict)
+    if not (owner or agent_error or (enveloped and 400 <= status < 500)):
+        body, enveloped = None, False
+        raw = _redacted(status, request_id).encode()
     message = _error_message(body, raw)
+    if status == 404 and not agent_error and not enveloped and path:
+        # An engine without the endpoint (llama-cpp-python has no /v1/responses) says only "Not Found".
+        message = f"The provider's engine does not serve {path} (HTTP 404: {message})."
     if 400 <= status < 500 and status != 429 and not agent_error:
-        wrapped = body if enveloped else {
-            "error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}
-        }
+        wrapped = (
+            body
+            if enveloped
+            else {"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}}
+        )
         return UpstreamStatus(status, wrapped, message)
     if agent_error and enveloped:
         return UpstreamStatus(status, body, message)
     if status == 504:
         return UpstreamTimeout(f"The provider timed out: {message}")
     if status == 429:
-        return UpstreamStatus(429, body if enveloped else {
-            "error": {"message": message, "type": "upstream_error", "param": None, "code": "429"}
-        }, message)
+        return UpstreamStatus(
+            429,
+            body
+            if enveloped
+            else {"error": {"message": message, "type": "upstream_error", "param": None, "code": "429"}},
+            message,
+        )
     return UpstreamError(f"The provider's server failed ({status}): {message}")
+
+
+def _redacted(status: int, request_id: str) -> str:
+    try:
+        cause = HTTPStatus(status).phrase.lower()
+    except ValueError:
+        cause = "error"
+    return (
+        f"the engine answered HTTP {status} ({cause}); its error text is shown to the provider's owner "
+        f"only (request id {request_id or '-'})"
+    )
 
 
 def _error_message(body: Any, raw: bytes) -> str:
@@ -230,14 +352,25 @@ def _loads_or_none(raw: bytes) -> Any:
         return None
 
 
-async def _read_limited(attempt: Attempt, limit: int) -> bytes:
-    chunks = []
+async def _read_error_body(attempt: Attempt) -> bytes:
+    """The start of an error answer (enough for its message); the rest is not read."""
+    chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in attempt.response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamError(f"The provider's answer exceeded {limit} bytes.")
+            chunks.append(chunk[: _MAX_ERROR_BODY - size])
+            size += len(chunks[-1])
+            if size >= _MAX_ERROR_BODY:
+                break
+    except (TransportTimeout, TransportUnavailable):
+        pass  # the status already says it failed; keep what came
+    return b"".join(chunks)
+
+
+async def _read_limited(attempt: Attempt, limit: int, too_large: Callable[[], AnswerTooLarge]) -> bytes:
+    chunks = []
+    try:
+        async for chunk in capped_chunks(attempt.response, limit, too_large):
             chunks.append(chunk)
     except TransportTimeout as exc:
         raise UpstreamTimeout(str(exc)) from exc
@@ -269,14 +402,31 @@ class RelayExecutor(Executor):
 
     async def _relay(self, call: Call, attempt: Attempt) -> AsyncIterator[bytes]:
         record = self._usage(call, attempt, attempt.response.status)
+        watch = token_counts.StreamUsage() if call.streaming else None
         tail = b""
+        size = 0
         failed = False
         try:
-            async for chunk in attempt.response.aiter_bytes():
+            async for chunk in capped_chunks(
+                attempt.response, self.limits.answer_bytes, self.limits.answer_too_large
+            ):
                 if record.ttft_ms is None:
                     record.ttft_ms = (time.monotonic() - attempt.started) * 1000
-                tail = (tail + chunk)[-_TAIL:]
+                if watch is not None:
+                    watch.feed(chunk)
+                else:
+                    size += len(chunk)
+                    tail = (tail + chunk)[-_TAIL:]
                 yield chunk
+            if watch is not None:
+                watch.close()
+                cause = _unfinished_stream(call, watch)
+                if cause is not None:
+                    failed = True
+                    record.error_type = "upstream_error"
+                    record.status_code = 502
+                    log.warning("stream from %s: %s", attempt.provider.name, cause)
+                    yield sse_error(cause)
         except (TransportTimeout, TransportUnavailable) as exc:
             failed = True
             record.error_type = "upstream_error"
@@ -284,17 +434,30 @@ class RelayExecutor(Executor):
             log.warning("stream from %s broke: %s", attempt.provider.name, exc)
             if call.streaming:
                 yield sse_error(f"The provider's stream broke: {exc}")
+        except AnswerTooLarge as exc:
+            # The status line is already out: a stream gets an error event, other
+            # answers end unfinished (the client sees a truncated body).
+            failed = True
+            record.error_type = "upstream_error"
+            record.status_code = 502
+            log.warning("answer from %s cut off: %s", attempt.provider.name, exc.message)
+            if not call.streaming:
+                raise
+            yield sse_error(exc.message)
         except (asyncio.CancelledError, GeneratorExit):
             record.error_type = "client_disconnected"
             record.status_code = 499
             raise
         finally:
-            await attempt.close(failed=failed)
+            # Recorded before any await: a cancelled stream may not get to run another step.
             record.latency_ms = (time.monotonic() - attempt.started) * 1000
-            matches = _USAGE.findall(tail)
-            if matches:
-                record.set_tokens(_loads_or_none(matches[-1]))
+            if watch is not None:
+                record.set_tokens(watch.counts)
+            elif tail:
+                record.set_tokens(token_counts.from_answer_tail(tail, complete=size == len(tail)))
             self.usage.record(record)
+            with anyio.CancelScope(shield=True):
+                await attempt.close(failed=failed)
 
     async def collect(self, call: Call, *, background: bool = False) -> Outcome:
         if isinstance(call.body, JsonBody) and call.body.get("stream"):
@@ -306,6 +469,18 @@ class RelayExecutor(Executor):
         if result is None:
             result = raw.decode("utf-8", "replace")
         return Outcome(attempt.response.status, result, attempt.provider.id)
+
+
+_DONE_TERMINATED = frozenset({"chat.completions", "completions"})
+
+
+def _unfinished_stream(call: Call, watch: token_counts.StreamUsage) -> str | None:
+    """Why a stream that ended cleanly is still a failure, or None when it is complete."""
+    if watch.events == 0:
+        return "The provider ended the stream without sending any event."
+    if call.endpoint.name in _DONE_TERMINATED and not watch.done:
+        return "The provider ended the stream before 'data: [DONE]'; the answer may be incomplete."
+    return None
 
 
 def sse_error(message: str) -> bytes:
@@ -324,8 +499,9 @@ class MediaExecutor(Executor):
             user_id=call.principal.user_id, content_type=content_type, purpose="output"
         )
         headers = _answer_headers(attempt)
+        headers.update(user_content_headers(content_type, pending.filename))  # engines are untrusted
         headers["x-file-id"] = pending.id
-        headers["x-file-url"] = file_url(call.base_url, pending.id)
+        headers["x-file-url"] = self.files.media_url(call.base_url, pending.id)
         return StreamingResponse(
             self._capture(call, attempt, pending, on_file=None),
             status_code=attempt.response.status,
@@ -342,51 +518,102 @@ class MediaExecutor(Executor):
         stored: list[StoredFile] = []
         async for _ in self._capture(call, attempt, pending, on_file=stored.append):
             pass
-        result = {"file_id": stored[0].id, "url": file_url(call.base_url, stored[0].id),
-                  "content_type": content_type, "bytes": stored[0].bytes}
+        result = {
+            "file_id": stored[0].id,
+            "url": self.files.media_url(call.base_url, stored[0].id),
+            "content_type": content_type,
+            "bytes": stored[0].bytes,
+        }
         return Outcome(attempt.response.status, result, attempt.provider.id, stored)
 
 
 class ImagesExecutor(Executor):
-    """Images JSON: every image is stored as a file and answered as ``url`` or ``b64_json``."""
+    """Images JSON: every image is stored as a file and answered as ``url`` or ``b64_json``.
+
+    The engine is always asked for ``b64_json``; its answer is parsed as it arrives and
+    each image decoded straight into its file, so no image is ever whole in memory.
+    """
 
     async def respond(self, call: Call) -> Response:
-        outcome = await self.collect(call)
-        return JSONResponse(outcome.result)
+        wanted, stored, attempt = await self._generate(call, background=False)
+        if wanted != "b64_json":
+            return JSONResponse(
+                _images_result(stored, lambda f: {"url": self.files.media_url(call.base_url, f.id)})
+            )
+        # The answer's base64 is read back from the stored files while it is sent.
+        records = list(stored.files.values())
+        positions = {f.id: n for n, f in enumerate(records)}
+        document = orjson.dumps(
+            _images_result(stored, lambda f: {"b64_json": file_placeholder(positions[f.id])})
+        )
+        return StreamingResponse(
+            splice_files(document, self.files, records),
+            media_type="application/json",
+            headers={"x-ic-provider": attempt.provider.name},
+        )
 
     async def collect(self, call: Call, *, background: bool = False) -> Outcome:
+        wanted, stored, attempt = await self._generate(call, background=background)
+        inline: dict[str, str] = {}
+        if wanted == "b64_json":
+            # A job's result is kept whole in the database: images past the JSON cap
+            # are answered by URL instead (the file is stored either way).
+            budget = self.limits.json_bytes
+            for record in stored.files.values():
+                size = 4 * ((record.bytes + 2) // 3)
+                if size <= budget:
+                    budget -= size
+                    inline[record.id] = "".join(
+                        [p.decode() async for p in base64_of(self.files.content(record))]
+                    )
+
+        def reference(record: StoredFile) -> dict[str, Any]:
+            if record.id in inline:
+                return {"b64_json": inline[record.id]}
+            if wanted == "b64_json":
+                return {"url": self.files.media_url(call.base_url, record.id), "file_id": record.id}
+            return {"url": self.files.media_url(call.base_url, record.id)}
+
+        result = _images_result(stored, reference)
+        return Outcome(attempt.response.status, result, attempt.provider.id, list(stored.files.values()))
+
+    async def _generate(self, call: Call, *, background: bool) -> tuple[str, MediaJsonAnswer, Attempt]:
         wanted = (call.body.get("response_format") if call.body is not None else None) or "url"
         if call.body is not None:
             call.body = call.body.with_fields(response_format="b64_json")
         attempt = await self.open(call, background=background)
         await self._check_status(call, attempt)
-        raw = await self._read_all(call, attempt)
-        answer = _loads_or_none(raw)
+        stored = await self._read_media_json(call, attempt, "application/octet-stream", sniff=_image_type)
+        answer = stored.answer
         if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            for record in stored.files.values():
+                with contextlib.suppress(Exception):
+                    await self.files.delete(record.id, user_id=call.principal.user_id)
             raise UpstreamError("The image provider answered something other than OpenAI images JSON.")
-        files: list[StoredFile] = []
-        data = []
-        for item in answer["data"]:
-            if not isinstance(item, dict):
-                continue
-            out = {k: v for k, v in item.items() if k not in ("b64_json", "url")}
-            b64 = item.get("b64_json")
-            if isinstance(b64, str):
-                image = _b64decode(b64)
-                stored = await self.files.save(
-                    user_id=call.principal.user_id, data=image, content_type=_image_type(image),
-                    purpose="output",
-                )
-                files.append(stored)
-                out["url" if wanted == "url" else "b64_json"] = (
-                    file_url(call.base_url, stored.id) if wanted == "url" else b64
-                )
-            elif isinstance(item.get("url"), str):
-                out["url"] = item["url"]
-            data.append(out)
-        result = {**answer, "data": data}
-        result.setdefault("created", int(time.time()))
-        return Outcome(attempt.response.status, result, attempt.provider.id, files)
+        return str(wanted), stored, attempt
+
+
+def _images_result(
+    stored: MediaJsonAnswer, reference: Callable[[StoredFile], dict[str, Any]]
+) -> dict[str, Any]:
+    """The client's images JSON: each stored image in the form ``reference`` gives it."""
+    answer = stored.answer
+    assert isinstance(answer, dict)
+    data = []
+    for item in answer["data"]:
+        if not isinstance(item, dict):
+            continue
+        out = {k: v for k, v in item.items() if k not in ("b64_json", "url")}
+        index = item.get("b64_json")
+        record = stored.files.get(index) if isinstance(index, int) else None
+        if record is not None:
+            out.update(reference(record))
+        elif isinstance(item.get("url"), str):
+            out["url"] = item["url"]
+        data.append(out)
+    result = {**answer, "data": data}
+    result.setdefault("created", int(time.time()))
+    return result
 
 
 class MeshExecutor(Executor):
@@ -401,17 +628,18 @@ class MeshExecutor(Executor):
         await self._check_status(call, attempt)
         content_type = dict(attempt.response.headers).get("content-type", "")
         files: list[StoredFile] = []
+        extras: list[dict[str, Any]] = []  # generation metadata the engine gave per mesh
         if content_type.startswith("application/json"):
-            answer = _loads_or_none(await self._read_all(call, attempt))
+            stored = await self._read_media_json(call, attempt, "model/gltf-binary")
+            answer = stored.answer
             items = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(items, list):
                 raise UpstreamError("The mesh provider answered JSON without a data list.")
             for item in items:
-                if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
-                    files.append(await self.files.save(
-                        user_id=call.principal.user_id, data=_b64decode(item["b64_json"]),
-                        content_type="model/gltf-binary", purpose="output",
-                    ))
+                index = item.get("b64_json") if isinstance(item, dict) else None
+                if isinstance(index, int) and index in stored.files:
+                    files.append(stored.files[index])
+                    extras.append({k: v for k, v in item.items() if k in _MESH_METADATA})
         else:
             pending = await self.files.begin(
                 user_id=call.principal.user_id, content_type="model/gltf-binary", purpose="output"
@@ -420,19 +648,20 @@ class MeshExecutor(Executor):
                 pass
         result = {
             "created": int(time.time()),
-            "data": [{"url": file_url(call.base_url, f.id), "type": "model/gltf-binary", "file_id": f.id}
-                     for f in files],
+            "data": [
+                {
+                    **(extras[i] if i < len(extras) else {}),
+                    "url": self.files.media_url(call.base_url, f.id),
+                    "type": "model/gltf-binary",
+                    "file_id": f.id,
+                }
+                for i, f in enumerate(files)
+            ],
         }
         return Outcome(attempt.response.status, result, attempt.provider.id, files)
 
 
-def _b64decode(value: str) -> bytes:
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode(value, validate=False)
-    except (binascii.Error, ValueError) as exc:
-        raise UpstreamError("The provider sent invalid base64 media.") from exc
+_MESH_METADATA = frozenset({"seed", "vertices", "faces", "seconds"})
 
 
 def _image_type(data: bytes) -> str:
@@ -458,8 +687,10 @@ EXECUTOR_CLASSES: dict[AnswerKind, type[Executor]] = {
 class Executors:
     """The executor for each answer kind, built once."""
 
-    def __init__(self, router: Router, files: FileService, usage: UsageRecorder) -> None:
-        self._by_kind = {kind: cls(router, files, usage) for kind, cls in EXECUTOR_CLASSES.items()}
+    def __init__(
+        self, router: Router, files: FileService, usage: UsageRecorder, limits: AnswerLimits
+    ) -> None:
+        self._by_kind = {kind: cls(router, files, usage, limits) for kind, cls in EXECUTOR_CLASSES.items()}
 
     @property
     def relay(self) -> Executor:

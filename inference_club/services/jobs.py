@@ -2,36 +2,37 @@
 
 A job is a row committed before 202 is answered; the :class:`~.dispatcher.Dispatcher`
 runs it through the same executors as a synchronous call. Changes of state are
-published in process (:class:`JobSignals`) so waiters and event streams react at
-once; they also poll the database, so a job run by another hub process is seen too.
+published in process (:class:`~.job_events.JobSignals`) so waiters and event streams react at
+once; with Redis, other replicas are told too (:mod:`inference_club.cluster.signals`).
+Waiters also poll the database, so a job run by another hub process is seen anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inference_club.domain.clock import as_utc, unix, utcnow
-from inference_club.domain.endpoints import BY_NAME, Endpoint
+from inference_club.domain.clock import as_utc, utcnow
+from inference_club.domain.endpoints import Endpoint
 from inference_club.domain.ids import new_id
 from inference_club.domain.jobs import (
     ACTIVE,
     IDEMPOTENCY_TTL_S,
     JobStatus,
-    inference_type,
     is_terminal,
     request_fingerprint,
 )
 from inference_club.errors import Conflict, InvalidRequest, NotFound
 from inference_club.services.auth import Principal
+from inference_club.services.job_events import JobSignals, job_public
 from inference_club.settings import Settings
 from inference_club.store import jobs as q
 from inference_club.store.db import Database
@@ -40,101 +41,69 @@ from inference_club.store.tables import IdempotencyKey, Job
 if TYPE_CHECKING:
     from inference_club.services.dispatcher import Dispatcher
 
+log = logging.getLogger("inference_club.jobs")
+
 _POLL_S = 1.0  # how often waiters look at the database for changes made elsewhere
 _KEEPALIVE_S = 15.0
 _MAX_KEY_LENGTH = 255
-_SUBSCRIBER_QUEUE = 256
+_POLL_BATCH = 500  # job ids per revision query
 
 
-# --------------------------------------------------------------------------- public shapes
+class RevisionPoller:
+    """Finds changes other hub processes made to watched jobs: one query per tick for all.
 
+    Each event-stream watcher used to poll the database itself every second, so idle
+    watchers cost a query each per second. Here one task polls the revisions of every
+    watched job together and hands a changed job to all of its watchers at once.
+    """
 
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((as_utc(end) - as_utc(start)).total_seconds(), 3)
-
-
-def job_envelope(job: Job) -> dict[str, Any]:
-    """The 202 answer of SPEC §7."""
-    endpoint = BY_NAME[job.endpoint]
-    return {
-        "id": job.id,
-        "object": "inference.job",
-        "status": job.status,
-        "inference_type": inference_type(endpoint),
-        "endpoint": endpoint.path,
-        "model": job.model,
-        "created": unix(job.created_at),
-        "queued_at": unix(job.queued_at),
-    }
-
-
-def job_public(job: Job, *, with_result: bool = True) -> dict[str, Any]:
-    """Job detail; lists leave out ``result`` (it can be large) but keep ``result_url``."""
-    data = job_envelope(job)
-    data.update({
-        "batch_id": job.batch_id,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "provider": job.provider_name,
-        "started_at": unix(job.started_at),
-        "finished_at": unix(job.finished_at),
-        "result_url": job.result_url,
-        "files": list(job.files or []),
-        "error": job.error,
-        "timings": {
-            "queued_s": _seconds(job.queued_at, job.started_at),
-            "run_s": _seconds(job.started_at, job.finished_at),
-        },
-    })
-    if with_result:
-        data["result"] = job.result
-    return data
-
-
-# --------------------------------------------------------------------------- signals
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    job_id: str
-    revision: int
-    status: str
-    payload: dict[str, Any]
-
-
-class JobSignals:
-    """In-process fan-out of job changes to whoever waits on a job."""
-
-    def __init__(self) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue[JobEvent]]] = {}
+    def __init__(self, database: Database, signals: JobSignals, *, interval_s: float = _POLL_S) -> None:
+        self._db = database
+        self._signals = signals
+        self._interval = interval_s
+        self._seen: dict[str, int] = {}  # job id -> revision its watchers here already have
+        self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<JobSignals watched={len(self._subscribers)}>"
+        return f"<RevisionPoller watched={len(self._seen)}>"
 
-    @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue(maxsize=_SUBSCRIBER_QUEUE)
-        self._subscribers.setdefault(job_id, set()).add(queue)
-        try:
-            yield queue
-        finally:
-            queues = self._subscribers.get(job_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._subscribers[job_id]
+    def watch(self, job_id: str, revision: int) -> None:
+        """A watcher holds ``revision`` of ``job_id``; changes past it will be delivered."""
+        self._seen[job_id] = min(revision, self._seen.get(job_id, revision))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="job-revision-poller")
 
-    def publish(self, job: Job) -> None:
-        queues = self._subscribers.get(job.id)
-        if not queues:
-            return
-        event = JobEvent(job.id, job.revision, job.status, job_public(job))
-        for queue in queues:
-            # A full queue belongs to a stalled reader; it catches up from the database.
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(event)
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            watched = set(self._signals.watched_ids())
+            for job_id in [j for j in self._seen if j not in watched]:
+                del self._seen[job_id]
+            if not self._seen:
+                return
+            try:
+                await self.poll()
+            except Exception:  # a database outage: the next tick tries again
+                log.debug("job revision poll failed", exc_info=True)
+
+    async def poll(self) -> None:
+        ids = list(self._seen)
+        for start in range(0, len(ids), _POLL_BATCH):
+            async with self._db.read() as session:
+                found = await q.revisions(session, job_ids=ids[start : start + _POLL_BATCH])
+                changed = [j for j, (_, revision) in found.items() if revision > self._seen.get(j, revision)]
+                jobs = [await q.get_job(session, job_id=j, user_id=None) for j in changed]
+            for job in jobs:
+                if job is not None and job.id in self._seen:
+                    self._seen[job.id] = job.revision
+                    self._signals.deliver(job)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 # --------------------------------------------------------------------------- the service
@@ -163,6 +132,7 @@ class JobService:
         self._settings = settings
         self.signals = signals
         self._dispatcher = dispatcher
+        self.poller = RevisionPoller(database, signals)
 
     def __repr__(self) -> str:
         return f"<JobService {self._dispatcher!r}>"
@@ -271,10 +241,17 @@ class JobService:
             if not _expired(record):
                 raise KeyInUse(key)
             await q.delete_idempotency(session, user_id=user_id, key=key)
-        await q.add_idempotency(session, record=IdempotencyKey(
-            user_id=user_id, key=key, kind=kind, fingerprint=fingerprint, object_id=object_id,
-            created_at=utcnow(),
-        ))
+        await q.add_idempotency(
+            session,
+            record=IdempotencyKey(
+                user_id=user_id,
+                key=key,
+                kind=kind,
+                fingerprint=fingerprint,
+                object_id=object_id,
+                created_at=utcnow(),
+            ),
+        )
 
     # Reading -------------------------------------------------------------------------------
 
@@ -291,7 +268,8 @@ class JobService:
                 if is_terminal(job.status) or remaining <= 0:
                     return job
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(events.get(), min(remaining, _POLL_S))
+                    async with asyncio.timeout(min(remaining, _POLL_S)):
+                        await events.get()
 
     async def list_jobs(
         self,
@@ -314,9 +292,11 @@ class JobService:
             if not wanted:
                 return []
         async with self._db.read() as session:
-            return list(await q.list_jobs(
-                session, user_id=user_id, statuses=wanted, batch_id=batch_id, limit=limit, after=after
-            ))
+            return list(
+                await q.list_jobs(
+                    session, user_id=user_id, statuses=wanted, batch_id=batch_id, limit=limit, after=after
+                )
+            )
 
     async def events(self, user_id: str, job_id: str) -> AsyncGenerator[dict[str, Any] | None, None]:
         """Job detail at every change of state, in order, ending after a terminal one.
@@ -330,35 +310,23 @@ class JobService:
                 job = await q.get_job(session, job_id=job_id, user_id=user_id)
             if job is None:
                 raise NotFound(f"No job with id {job_id!r}.", param="job_id")
-            revision = job.revision
-            yield job_public(job)
-            if is_terminal(job.status):
+            revision, status, first = job.revision, job.status, job_public(job)
+            del job  # an open stream holds no ORM object
+            yield first
+            if is_terminal(status):
                 return
-            quiet = 0.0
+            del first
+            self.poller.watch(job_id, revision)
             while True:
                 try:
-                    event = await asyncio.wait_for(events.get(), _POLL_S)
+                    async with asyncio.timeout(_KEEPALIVE_S):  # no helper task per wait
+                        event = await events.get()
                 except TimeoutError:
-                    quiet += _POLL_S
-                    async with self._db.read() as session:
-                        found = await q.revisions(session, job_ids=[job_id])
-                    if job_id in found and found[job_id][1] > revision:
-                        async with self._db.read() as session:
-                            fresh = await q.get_job(session, job_id=job_id, user_id=user_id)
-                        if fresh is not None and fresh.revision > revision:
-                            revision = fresh.revision
-                            quiet = 0.0
-                            yield job_public(fresh)
-                            if is_terminal(fresh.status):
-                                return
-                    if quiet >= _KEEPALIVE_S:
-                        quiet = 0.0
-                        yield None
+                    yield None
                     continue
                 if event.revision <= revision:
                     continue
                 revision = event.revision
-                quiet = 0.0
                 yield event.payload
                 if is_terminal(event.status):
                     return
@@ -385,6 +353,12 @@ class JobService:
         for job in changed:
             self.signals.publish(job)
         return changed
+
+    def canceled(self, jobs: Sequence[Job]) -> None:
+        """Jobs canceled in someone else's transaction: abort them here and tell watchers."""
+        self._dispatcher.abort([j.id for j in jobs])
+        for job in jobs:
+            self.signals.publish(job)
 
     async def retry(self, user_id: str, job_id: str) -> Job:
         job = await self.get(user_id, job_id)

@@ -18,7 +18,8 @@ from inference_club.domain.endpoints import Endpoint
 from inference_club.domain.providers import ProviderState
 from inference_club.errors import Busy, NoProvider, UpstreamError, UpstreamTimeout
 from inference_club.services.auth import Principal
-from inference_club.services.capacity import Capacity, CircuitBreaker
+from inference_club.services.capacity import CircuitBreaker, SlotPool
+from inference_club.services.model_catalog import reachable_providers, why_no_provider
 from inference_club.services.registry import ProviderRegistry
 from inference_club.services.transports.base import (
     Transports,
@@ -64,7 +65,7 @@ class Router:
         self,
         settings: Settings,
         registry: ProviderRegistry,
-        capacity: Capacity,
+        capacity: SlotPool,
         breaker: CircuitBreaker,
         transports: Transports,
     ) -> None:
@@ -105,15 +106,18 @@ class Router:
                         return model.id
         return None
 
-    def require_candidates(self, principal: Principal, endpoint: Endpoint, model: str) -> list[routing.Candidate]:
+    def require_candidates(
+        self, principal: Principal, endpoint: Endpoint, model: str
+    ) -> list[routing.Candidate]:
         found = self.candidates(principal, endpoint, model)
         if not found:
-            feature = f" with feature {endpoint.required_feature!r}" if endpoint.required_feature else ""
-            raise NoProvider(
-                f"No online provider serving model {model!r} ({endpoint.service_type.value}{feature}) "
-                "for this user.",
-                param="model",
+            reachable = reachable_providers(
+                self.registry.all(),
+                principal,
+                now=time.time(),
+                online_window_s=self._settings.online_window_s,
             )
+            raise NoProvider(why_no_provider(reachable, endpoint, model), param="model")
         return found
 
     async def open(
@@ -131,7 +135,9 @@ class Router:
         ``background`` calls (jobs) only take a free slot nobody waits for, else
         :class:`NoFreeSlot`.
         """
-        remaining = list(found) if found is not None else self.require_candidates(principal, endpoint, request.model)
+        remaining = (
+            list(found) if found is not None else self.require_candidates(principal, endpoint, request.model)
+        )
         tries = 1 + self._settings.failover_attempts
         last_error: Exception | None = None
         for _ in range(tries):
@@ -140,7 +146,7 @@ class Router:
             by_key = {c.slot_key: c for c in remaining}
             keys = [c.slot_key for c in remaining]
             if background:
-                slot = self.capacity.try_acquire(keys, background=True)
+                slot = await self.capacity.take(keys, background=True)
                 if slot is None:
                     raise NoFreeSlot(request.model)
             else:

@@ -1,7 +1,8 @@
 """Usage recorder: per-request rows collected in memory and written in batches.
 
-Nothing here runs on the request path except ``record`` (an append). A bounded
-buffer drops the oldest rows rather than grow without end if the database stalls.
+Nothing here runs on the request path except ``record`` (an append). While the
+database is unavailable the rows stay in the buffer and the next flush tries again; the
+buffer is bounded and drops the oldest rows rather than grow without end.
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
 from inference_club.domain.clock import utcnow
+from inference_club.errors import DatabaseUnavailable
 from inference_club.services.auth import KeyAuthenticator
+from inference_club.services.token_counts import TokenCounts
 from inference_club.store import accounts as accounts_q
 from inference_club.store import usage as q
 from inference_club.store.db import Database
+from inference_club.waiting import wait_event
 
 log = logging.getLogger("inference_club.usage")
 
 _MAX_BUFFER = 100_000
+_MAX_BATCH = 5_000
 
 
 @dataclass(slots=True)
@@ -42,24 +47,43 @@ class Usage:
     total_tokens: int | None = None
     created_at: datetime | None = None
 
-    def set_tokens(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
+    def row(self) -> dict[str, object]:
+        """The column values (``dataclasses.asdict`` would deep-copy every value)."""
+        return {name: getattr(self, name) for name in _USAGE_FIELDS}
+
+    def set_tokens(self, counts: TokenCounts | None) -> None:
+        """Token counts the engine reported; left ``None`` when it reported none."""
+        if counts is None:
             return
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int):
-                setattr(self, name, value)
+        self.prompt_tokens = counts.prompt_tokens
+        self.completion_tokens = counts.completion_tokens
+        self.total_tokens = counts.total_tokens
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 
 
 class UsageRecorder:
-    def __init__(self, database: Database, auth: KeyAuthenticator, *, interval_s: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        auth: KeyAuthenticator,
+        *,
+        interval_s: float,
+        tokens_spent: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._db = database
         self._auth = auth
+        # Told each key's token use as it is recorded (the tokens-per-minute limit).
+        self._tokens_spent = tokens_spent
         self._interval = interval_s
         self._buffer: deque[Usage] = deque(maxlen=_MAX_BUFFER)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.written = 0
+        self._writing = 0  # rows of the batch being written right now
+        self.on_record: Callable[[Usage], None] | None = None
+        """Sees every row as it is recorded (the metrics count calls, latency and tokens)."""
 
     def __repr__(self) -> str:
         return f"<UsageRecorder pending={len(self._buffer)} written={self.written}>"
@@ -68,28 +92,53 @@ class UsageRecorder:
         if usage.created_at is None:
             usage.created_at = utcnow()
         self._buffer.append(usage)
+        if self._tokens_spent is not None and usage.key_id:
+            tokens = usage.total_tokens or (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+            if tokens:
+                self._tokens_spent(usage.key_id, tokens)
+        if self.on_record is not None:
+            self.on_record(usage)
+
+    @property
+    def pending(self) -> int:
+        """Rows not yet written: buffered, or in a write that has not committed."""
+        return len(self._buffer) + self._writing
 
     async def flush(self) -> int:
-        rows = []
-        while self._buffer:
-            rows.append(asdict(self._buffer.popleft()))
+        """Write everything buffered; rows written (0 when the database is unavailable)."""
+        total = 0
+        while True:
+            written = await self._flush_batch()
+            total += written
+            if written == 0 or not self._buffer:
+                return total
+
+    async def _flush_batch(self) -> int:
+        batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), _MAX_BATCH))]
         last_used = self._auth.take_last_used()
-        if not rows and not last_used:
+        if not batch and not last_used:
             return 0
+        self._writing = len(batch)
         try:
             async with self._db.transaction() as session:
-                await q.insert_usage(session, rows=rows)
+                await q.insert_usage(session, rows=[usage.row() for usage in batch])
                 await accounts_q.touch_keys(session, last_used=last_used)
-        except Exception:
-            log.exception("usage flush failed; %d rows dropped", len(rows))
+        except DatabaseUnavailable:
+            # Kept for the next flush; the outage itself is logged once by the database.
+            self._buffer.extendleft(reversed(batch))
+            self._auth.give_back_last_used(last_used)
             return 0
-        self.written += len(rows)
-        return len(rows)
+        except Exception:
+            log.exception("usage flush failed; %d rows dropped", len(batch))
+            return 0
+        finally:
+            self._writing = 0
+        self.written += len(batch)
+        return len(batch)
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            await wait_event(self._wake, self._interval)
             self._wake.clear()
             await self.flush()
 
@@ -103,3 +152,5 @@ class UsageRecorder:
                 await self._task
             self._task = None
         await self.flush()
+        if self._buffer:
+            log.warning("%d usage rows not written: the database is unavailable", len(self._buffer))

@@ -48,6 +48,13 @@ async def find_key_by_hash(session: AsyncSession, *, key_hash: str) -> tuple[Api
     return (row[0], row[1]) if row else None
 
 
+async def find_keys_by_id(session: AsyncSession, *, key_ids: set[str]) -> list[tuple[ApiKey, User]]:
+    if not key_ids:
+        return []
+    query = select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id.in_(sorted(key_ids)))
+    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
 async def list_keys(session: AsyncSession, *, user_id: str | None = None) -> Sequence[tuple[ApiKey, User]]:
     query = select(ApiKey, User).join(User, User.id == ApiKey.user_id).order_by(ApiKey.created_at)
     if user_id is not None:
@@ -83,3 +90,8 @@ async def set_meta(session: AsyncSession, *, key: str, value: str) -> None:
     else:
         row.value = value
     await session.flush()
+
+
+async def set_user_fields(session: AsyncSession, *, user_id: str, **values: object) -> bool:
+    result = await session.execute(update(User).where(User.id == user_id).values(**values))
+    return bool(getattr(result, "rowcount", 0))

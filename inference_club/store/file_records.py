@@ -25,9 +25,17 @@ async def get_file(session: AsyncSession, *, file_id: str, user_id: str | None) 
 
 
 async def list_files(
-    session: AsyncSession, *, user_id: str, limit: int, after: str | None = None
+    session: AsyncSession,
+    *,
+    user_id: str,
+    limit: int,
+    after: str | None = None,
+    content_prefix: str | None = None,
 ) -> Sequence[StoredFile]:
+    """``content_prefix`` keeps files whose content type starts with it (``image/``)."""
     query = select(StoredFile).where(StoredFile.user_id == user_id)
+    if content_prefix:
+        query = query.where(StoredFile.content_type.startswith(content_prefix, autoescape=True))
     if after:
         query = query.where(StoredFile.id < after)
     return (await session.execute(query.order_by(StoredFile.id.desc()).limit(limit))).scalars().all()

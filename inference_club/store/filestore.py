@@ -32,6 +32,17 @@ class FileStore(Protocol):
     async def exists(self, key: str) -> bool: ...
 
 
+async def write_through(writer: FileWriter, chunks: AsyncIterator[bytes]) -> int:
+    """Write every chunk and commit; anything going wrong (or a cancel) aborts: no partial file."""
+    try:
+        async for chunk in chunks:
+            await writer.write(chunk)
+    except BaseException:
+        await writer.abort()
+        raise
+    return await writer.commit()
+
+
 class LocalFileStore:
     """Files under a directory, written to a temporary name then renamed (no partial reads)."""
 
@@ -53,14 +64,7 @@ class LocalFileStore:
         return LocalFileWriter(path, tmp, await anyio.open_file(tmp, "wb"))
 
     async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
-        writer = await self.open_writer(key)
-        try:
-            async for chunk in chunks:
-                await writer.write(chunk)
-        except BaseException:
-            await writer.abort()
-            raise
-        return await writer.commit()
+        return await write_through(await self.open_writer(key), chunks)
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         async with await anyio.open_file(self._path(key), "rb") as handle:

@@ -69,6 +69,13 @@ async def status_counts(session: AsyncSession, *, user_id: str | None) -> dict[s
     return {str(status): int(count) for status, count in (await session.execute(query)).all()}
 
 
+async def count_in(session: AsyncSession, *, statuses: Sequence[str], limit: int) -> dict[str, int]:
+    """Jobs in each of ``statuses``, counting at most ``limit`` rows (a metrics scrape stays cheap)."""
+    rows = select(Job.status).where(Job.status.in_(statuses)).limit(limit).subquery()
+    query = select(rows.c.status, func.count()).group_by(rows.c.status)
+    return {str(status): int(count) for status, count in (await session.execute(query)).all()}
+
+
 async def oldest_queued_at(session: AsyncSession, *, user_id: str | None) -> datetime | None:
     query = select(func.min(Job.queued_at)).where(Job.status == JobStatus.QUEUED)
     if user_id is not None:
@@ -88,9 +95,7 @@ async def revisions(session: AsyncSession, *, job_ids: Sequence[str]) -> dict[st
 # --------------------------------------------------------------------------- claiming
 
 
-async def claimable(
-    session: AsyncSession, *, now: datetime, per_user: int, limit: int
-) -> list[QueuedRef]:
+async def claimable(session: AsyncSession, *, now: datetime, per_user: int, limit: int) -> list[QueuedRef]:
     """Queued jobs due to run: each user's ``per_user`` oldest, ranked within the user."""
     rank = func.row_number().over(partition_by=Job.user_id, order_by=(Job.queued_at, Job.id)).label("rank")
     inner = (
@@ -118,6 +123,7 @@ def _claim_values(owner: str, now: datetime, lease_until: datetime) -> dict[str,
         "lease_expires_at": lease_until,
         "started_at": now,
         "finished_at": None,
+        "progress": None,
         **_BUMP,
     }
 
@@ -174,10 +180,29 @@ def _held(job_id: str, owner: str, attempt: int) -> Any:
 
 async def _update_one(session: AsyncSession, where: Any, values: dict[str, Any]) -> Job | None:
     statement = (
-        update(Job).where(where).values({**values, **_BUMP}).returning(Job)
+        update(Job)
+        .where(where)
+        .values({**values, **_BUMP})
+        .returning(Job)
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(statement)).scalars().first()
+
+
+async def set_progress(
+    session: AsyncSession, *, job_id: str, attempt: int, user_id: str, progress: dict[str, Any]
+) -> Job | None:
+    """Record engine progress on the job's running attempt (no row: not running any more)."""
+    return await _update_one(
+        session,
+        and_(
+            Job.id == job_id,
+            Job.user_id == user_id,
+            Job.status == JobStatus.PROCESSING,
+            Job.attempts == attempt,
+        ),
+        {"progress": progress},
+    )
 
 
 async def unclaim(session: AsyncSession, *, job_id: str, owner: str, attempt: int) -> Job | None:
@@ -185,12 +210,22 @@ async def unclaim(session: AsyncSession, *, job_id: str, owner: str, attempt: in
     return await _update_one(
         session,
         _held(job_id, owner, attempt),
-        {"status": JobStatus.QUEUED, "attempts": Job.attempts - 1, "lease_expires_at": None, "started_at": None},
+        {
+            "status": JobStatus.QUEUED,
+            "attempts": Job.attempts - 1,
+            "lease_expires_at": None,
+            "started_at": None,
+        },
     )
 
 
 async def requeue(
-    session: AsyncSession, *, job_id: str, owner: str, attempt: int, run_after: datetime,
+    session: AsyncSession,
+    *,
+    job_id: str,
+    owner: str,
+    attempt: int,
+    run_after: datetime,
     error: dict[str, Any],
 ) -> Job | None:
     """A transient failure with attempts left: queue again after a backoff."""
@@ -202,15 +237,30 @@ async def requeue(
 
 
 async def finish(
-    session: AsyncSession, *, job_id: str, owner: str, attempt: int, status: str, now: datetime,
-    result: Any = None, result_url: str | None = None, files: list[Any] | None = None,
-    error: dict[str, Any] | None = None, provider_id: str | None = None, provider_name: str | None = None,
+    session: AsyncSession,
+    *,
+    job_id: str,
+    owner: str,
+    attempt: int,
+    status: str,
+    now: datetime,
+    result: Any = None,
+    result_url: str | None = None,
+    files: list[Any] | None = None,
+    error: dict[str, Any] | None = None,
+    provider_id: str | None = None,
+    provider_name: str | None = None,
 ) -> Job | None:
     """Record the end of this attempt (PROCESSED or FAILED); ``None`` if the job was
     canceled or taken over meanwhile, in which case the result must be dropped."""
     values: dict[str, Any] = {
-        "status": status, "finished_at": now, "lease_expires_at": None, "error": error,
-        "result": result, "result_url": result_url, "files": files or [],
+        "status": status,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "error": error,
+        "result": result,
+        "result_url": result_url,
+        "files": files or [],
     }
     if provider_id is not None:
         values.update(provider_id=provider_id, provider_name=provider_name)
@@ -228,9 +278,7 @@ async def fail_queued(
     )
 
 
-async def renew(
-    session: AsyncSession, *, job_ids: Sequence[str], owner: str, lease_until: datetime
-) -> None:
+async def renew(session: AsyncSession, *, job_ids: Sequence[str], owner: str, lease_until: datetime) -> None:
     if not job_ids:
         return
     await session.execute(
@@ -302,9 +350,20 @@ async def retry(session: AsyncSession, *, job_id: str, now: datetime) -> Job | N
         session,
         and_(Job.id == job_id, Job.status.in_(RETRYABLE)),
         {
-            "status": JobStatus.QUEUED, "attempts": 0, "error": None, "result": None, "result_url": None,
-            "files": [], "queued_at": now, "run_after": now, "started_at": None, "finished_at": None,
-            "lease_owner": None, "lease_expires_at": None, "provider_id": None, "provider_name": None,
+            "status": JobStatus.QUEUED,
+            "attempts": 0,
+            "error": None,
+            "result": None,
+            "result_url": None,
+            "files": [],
+            "queued_at": now,
+            "run_after": now,
+            "started_at": None,
+            "finished_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "provider_id": None,
+            "provider_name": None,
         },
     )
 

@@ -26,5 +26,5 @@ def _upgrade(connection: Connection) -> None:
 
 async def migrate(database: Database) -> None:
     """Bring the schema to the newest revision. Safe to run repeatedly."""
-    async with database.engine.begin() as connection:
+    async with database.unbounded() as engine, engine.begin() as connection:
         await connection.run_sync(_upgrade)

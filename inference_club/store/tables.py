@@ -34,6 +34,8 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     routing_preference: Mapped[str] = mapped_column(String(16), default="own-first")
     created_at: Mapped[datetime]
+    #: A disabled user can neither sign in nor use their API keys.
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ApiKey(Base):
@@ -140,6 +142,8 @@ class Job(Base):
     result_url: Mapped[str | None] = mapped_column(String(2048))
     files: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Engine progress of the running attempt: ``{"value", "stage", "updated_at"}``.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     #: Who holds (or last held) the job: ``host:pid:token`` of a dispatcher.
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
@@ -172,3 +176,85 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Invite(Base):
+    """A one-time, expiring link that lets a user set their dashboard password."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+# Workflows ----------------------------------------------------------------------------------
+
+
+class WorkflowRun(Base):
+    """One run of a workflow spec; its steps, their jobs and its events hang off it."""
+
+    __tablename__ = "workflow_runs"
+    __table_args__ = (
+        Index("ix_workflow_runs_user_created", "user_id", "id"),
+        Index("ix_workflow_runs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(String(255))
+    template: Mapped[str | None] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    base_url: Mapped[str] = mapped_column(String(2048))
+    #: Sequence number of the run's last event (events are numbered 1, 2, ...).
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class WorkflowStep(Base):
+    __tablename__ = "workflow_steps"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    #: Bumped when the step is run again; its jobs are tagged with the attempt.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    output: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class WorkflowJob(Base):
+    """A step's job. The unique key makes submitting a step attempt's jobs happen once."""
+
+    __tablename__ = "workflow_jobs"
+    __table_args__ = (UniqueConstraint("run_id", "step_id", "attempt", "item_index"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    item_index: Mapped[int] = mapped_column(Integer)
+
+
+class WorkflowEvent(Base):
+    """A change of a run or step status, numbered per run (SSE ``id``)."""
+
+    __tablename__ = "workflow_events"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]

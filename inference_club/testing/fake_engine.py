@@ -16,15 +16,18 @@ Test controls:
   body fields pass through a hub untouched, headers may not.
 - Per request body fields: `fake_reply` (text), `fake_chunks` (stream content chunks),
   `fake_chunk_delay` (seconds between chunks), `fake_size_bytes` (media answer size).
+- Setting `replies`: `[substring, text]` pairs; a chat or completion whose prompt contains
+  the substring answers that text (scripted LLM steps of a workflow).
+- Counters: `stats.prompts` counts requests per prompt (last user message, `prompt` or
+  `input`), so a test can tell how often each step reached the engine; `stats.image_inputs`
+  counts video requests whose `image` decoded to a PNG or JPEG first frame.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
-import re
 import struct
 import time
 import uuid
@@ -39,6 +42,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from inference_club.testing import fake_media
+from inference_club.testing.fake_answers import (
+    audio_reply,
+    embedding,
+    image_size,
+    is_image,
+    message_text,
+    prompt_of,
+    token_usage,
+    transcription,
+)
 from inference_club.testing.fake_state import (
     DEFAULT_MODELS,
     FakeEngineSettings,
@@ -80,16 +93,6 @@ __all__ = [
 ]
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_AUDIO_TYPES = {
-    # Only WAV and PCM are really encoded as named; the other formats get WAV bytes under
-    # their usual label, which is enough to test content-type relaying.
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-    "mp3": "audio/mpeg",
-    "opus": "audio/opus",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-}
 _MEDIA_CACHE_SIZE = 64
 
 
@@ -108,6 +111,9 @@ class _FakeEngine:
         record: RequestRecord | None = request.scope.get(RECORD_KEY)
         if record is not None:
             record.set_model(model)
+        prompt = prompt_of(body)
+        if prompt is not None:
+            self.state.stats.prompts[prompt] += 1
         spec = request.headers.get("x-fake-fault") or body.get("fake_fault")
         try:
             if isinstance(spec, dict):
@@ -133,7 +139,8 @@ class _FakeEngine:
         return (chunks or None), delay
 
     def _reply_text(self, body: dict[str, Any], echoed: str) -> str:
-        return text_field(body, "fake_reply") or self.state.settings.reply or echoed
+        ruled = next((text for part, text in self.state.settings.replies if part in echoed), None)
+        return text_field(body, "fake_reply") or ruled or self.state.settings.reply or echoed
 
     @staticmethod
     def _limit(text: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -154,7 +161,7 @@ class _FakeEngine:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "'messages' must be a non-empty array", "messages")
-        texts = [_message_text(message) for message in messages]
+        texts = [message_text(message) for message in messages]
         last_user = next(
             (
                 text
@@ -165,7 +172,7 @@ class _FakeEngine:
         )
         content, finish = self._limit(self._reply_text(body, last_user), body)
         n = integer_field(body, "n", 1, 1, 16)
-        usage = _usage(sum(map(count_tokens, texts)), count_tokens(content) * n)
+        usage = token_usage(sum(map(count_tokens, texts)), count_tokens(content) * n)
         head = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "created": int(time.time()),
@@ -182,7 +189,7 @@ class _FakeEngine:
                 }
                 for i in range(n)
             ]
-            data = {**head, "object": "chat.completion", "choices": choices, "usage": usage}
+            data = {**head, "object": "chat.completion", "choices": choices, **self._usage_fields(usage)}
             return self.respond(request, model, Reply.json(data), body)
 
         def chunk(index: int, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
@@ -205,7 +212,7 @@ class _FakeEngine:
         model = requested_model(body, self.state)
         prompts = text_inputs(body.get("prompt"), "prompt")
         results = [self._limit(self._reply_text(body, p), body) for p in prompts]
-        usage = _usage(sum(map(count_tokens, prompts)), sum(count_tokens(text) for text, _ in results))
+        usage = token_usage(sum(map(count_tokens, prompts)), sum(count_tokens(text) for text, _ in results))
         head = {
             "id": f"cmpl-{uuid.uuid4().hex[:24]}",
             "created": int(time.time()),
@@ -217,7 +224,7 @@ class _FakeEngine:
                 {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
                 for i, (text, finish) in enumerate(results)
             ]
-            data = {**head, "object": "text_completion", "choices": choices, "usage": usage}
+            data = {**head, "object": "text_completion", "choices": choices, **self._usage_fields(usage)}
             return self.respond(request, model, Reply.json(data), body)
 
         def chunk(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
@@ -252,6 +259,8 @@ class _FakeEngine:
     ) -> Playback:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        style = self.state.settings.usage_style
+        final_usage = style == "llamacpp" or (include_usage and style != "none")
         _, delay = self._stream_settings(body)
         slices = self._slices(text, body)
 
@@ -262,10 +271,131 @@ class _FakeEngine:
                 if include_usage:
                     event["usage"] = None
                 yield b"data: " + json.dumps(event).encode() + b"\n\n"
-            if include_usage:
-                final = {**last, "choices": [], "usage": usage}
+            if final_usage:
+                final = {**last, "choices": [], **self._usage_fields(usage)}
                 yield b"data: " + json.dumps(final).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
+
+        reply = Reply(200, "text/event-stream; charset=utf-8", sse(), dict(_SSE_HEADERS), delay)
+        return self.respond(request, model, reply, body)
+
+    def _usage_fields(self, usage: dict[str, int]) -> dict[str, Any]:
+        """The usage part of an answer or final chunk, in the configured engine's shape."""
+        style = self.state.settings.usage_style
+        if style == "none":
+            return {}
+        if style == "vllm":
+            detailed = {
+                **usage,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "accepted_prediction_tokens": 0},
+            }
+            return {"usage": detailed, "kv_transfer_params": None}
+        if style == "llamacpp":
+            timings = {
+                "prompt_n": usage["prompt_tokens"],
+                "predicted_n": usage["completion_tokens"],
+                "prompt_ms": 1.5,
+                "predicted_ms": 9.25,
+            }
+            return {"usage": usage, "timings": timings}
+        return {"usage": usage}
+
+    # responses (the Responses API)
+
+    async def responses(self, request: Request) -> Playback:
+        if not self.state.settings.responses_api:
+            return self.respond(request, "-", Reply.json({"detail": "Not Found"}, 404), {})
+        body = await json_body(request)
+        model = requested_model(body, self.state)
+        given = body.get("input")
+        if isinstance(given, str):
+            texts = [given]
+        elif isinstance(given, list) and given:
+            texts = [
+                message_text(item) if isinstance(item, dict) and "role" in item else "" for item in given
+            ]
+        else:
+            raise ApiError(400, "'input' must be a string or a non-empty array", "input")
+        content, _ = self._limit(
+            self._reply_text(body, texts[-1]), {"max_tokens": body.get("max_output_tokens")}
+        )
+        prompt_tokens, output_tokens = sum(map(count_tokens, texts)), count_tokens(content)
+        response_id, item_id = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
+
+        def response(status: str, text: str | None) -> dict[str, Any]:
+            done = text is not None
+            output = (
+                [
+                    {
+                        "type": "message",
+                        "id": item_id,
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}],
+                    }
+                ]
+                if done
+                else []
+            )
+            usage = {
+                "input_tokens": prompt_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt_tokens + output_tokens,
+            }
+            return {
+                "id": response_id,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "error": None,
+                "incomplete_details": None,
+                "instructions": None,
+                "metadata": {},
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "usage": usage if done and self.state.settings.usage_style != "none" else None,
+            }
+
+        if not body.get("stream"):
+            return self.respond(request, model, Reply.json(response("completed", content)), body)
+        _, delay = self._stream_settings(body)
+        slices = self._slices(content, body)
+
+        def sse() -> Iterator[bytes]:
+            part = {"type": "output_text", "text": "", "annotations": []}
+            item = {
+                "type": "message",
+                "id": item_id,
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            events: list[dict[str, Any]] = [
+                {"type": "response.created", "response": response("in_progress", None)},
+                {"type": "response.output_item.added", "output_index": 0, "item": item},
+                {"type": "response.content_part.added", **where, "part": part},
+                *({"type": "response.output_text.delta", **where, "delta": piece} for piece in slices),
+                {"type": "response.output_text.done", **where, "text": content},
+                {"type": "response.content_part.done", **where, "part": {**part, "text": content}},
+                {
+                    "type": "response.output_item.done",
+                    "output_index": 0,
+                    "item": {**item, "status": "completed", "content": [{**part, "text": content}]},
+                },
+                {"type": "response.completed", "response": response("completed", content)},
+            ]
+            for number, event in enumerate(events):
+                event["sequence_number"] = number
+                yield f"event: {event['type']}\ndata: ".encode() + json.dumps(event).encode() + b"\n\n"
 
         reply = Reply(200, "text/event-stream; charset=utf-8", sse(), dict(_SSE_HEADERS), delay)
         return self.respond(request, model, reply, body)
@@ -282,7 +412,7 @@ class _FakeEngine:
             raise ApiError(400, "'encoding_format' must be float or base64", "encoding_format")
         data = []
         for index, text in enumerate(inputs):
-            vector = _embedding(text, size)
+            vector = embedding(text, size)
             encoded: Any = vector
             if encoding == "base64":
                 encoded = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
@@ -308,7 +438,7 @@ class _FakeEngine:
             response_format = text_field(form, "response_format") or "json"
             language = text_field(form, "language") or "en"
             granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
-            reply = _transcription(name, data, response_format, language, granularities)
+            reply = transcription(name, data, response_format, language, granularities)
             return self.respond(request, model, reply, form)
 
     # text to speech, music, voice cloning, video
@@ -321,7 +451,7 @@ class _FakeEngine:
         audio_format = text_field(body, "response_format") or "mp3"
         seed = fake_media.seed_from(text, body.get("voice"))
         duration = min(60.0, max(0.1, 0.06 * len(text))) / speed
-        reply = _audio_reply(audio_format, duration, seed, media_size(body, self.state))
+        reply = audio_reply(audio_format, duration, seed, media_size(body, self.state))
         return self.respond(request, model, reply, body)
 
     async def voices(self, request: Request) -> JSONResponse:
@@ -334,7 +464,7 @@ class _FakeEngine:
         duration = number_field(body, "duration", 1.0, 0.1, 600)
         seed = fake_media.seed_from(prompt, body.get("seed"))
         audio_format = text_field(body, "format") or "wav"
-        reply = _audio_reply(audio_format, duration, seed, media_size(body, self.state))
+        reply = audio_reply(audio_format, duration, seed, media_size(body, self.state))
         return self.respond(request, model, reply, body)
 
     async def voice(self, request: Request) -> Playback:
@@ -351,7 +481,7 @@ class _FakeEngine:
                     received.append(f"transcript_{speaker}={len(transcript)}")
             seed = fake_media.seed_from(script, form.get("seed"))
             duration = min(60.0, max(0.1, 0.06 * len(script)))
-            reply = _audio_reply("wav", duration, seed, media_size(form, self.state))
+            reply = audio_reply("wav", duration, seed, media_size(form, self.state))
             reply.headers["x-fake-received"] = ";".join(received)
             return self.respond(request, model, reply, form)
 
@@ -359,8 +489,11 @@ class _FakeEngine:
         body = await json_body(request)
         model = requested_model(body, self.state)
         prompt = text_field(body, "prompt")
-        if not prompt and not body.get("image"):
+        image = body.get("image")
+        if not prompt and not image:
             raise ApiError(400, "'prompt' or 'image' is required", "prompt")
+        if image is not None:
+            self.state.stats.image_inputs += is_image(image)
         duration = number_field(body, "duration", 2.0, 0.1, 600)
         size = media_size(body, self.state) or round(4096 * duration)
         seed = fake_media.seed_from(prompt, body.get("seed"))
@@ -374,7 +507,7 @@ class _FakeEngine:
         body = await json_body(request)
         model = requested_model(body, self.state)
         prompt = text_field(body, "prompt", required=True)
-        width, height = _image_size(text_field(body, "size"), (256, 256))
+        width, height = image_size(text_field(body, "size"), (256, 256))
         pngs = [
             fake_media.png_bytes(width, height, fake_media.seed_from(prompt, i))
             for i in range(integer_field(body, "n", 1, 1, 10))
@@ -397,7 +530,7 @@ class _FakeEngine:
             contents = [await image.read() for image in images]
             mask = await read_upload(form, "mask")
             first_size = fake_media.png_size(contents[0]) or (256, 256)
-            width, height = _image_size(text_field(form, "size"), first_size)
+            width, height = image_size(text_field(form, "size"), first_size)
             seed = fake_media.seed_from(prompt, *map(fingerprint, contents))
             pngs = [
                 fake_media.png_bytes(width, height, seed + i)
@@ -503,111 +636,6 @@ class _FakeEngine:
         return JSONResponse(self.state.control_json())
 
 
-# --- answer builders ------------------------------------------------------------------------
-
-
-def _message_text(message: Any) -> str:
-    if not isinstance(message, dict):
-        raise ApiError(400, "each message must be an object", "messages")
-    content = message.get("content")
-    if isinstance(content, list):  # content parts: keep the text ones
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return content if isinstance(content, str) else ""
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _embedding(text: str, size: int) -> list[float]:
-    """A unit vector derived from the text's hash: equal texts, equal vectors."""
-    raw = b"".join(hashlib.sha256(f"{i}:{text}".encode()).digest() for i in range((size + 7) // 8))
-    values = [int.from_bytes(raw[4 * i : 4 * i + 4], "big") / 2**31 - 1.0 for i in range(size)]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    # Rounded through float32 so float and base64 encodings carry the same numbers.
-    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in values]
-
-
-def _image_size(size: str, default: tuple[int, int]) -> tuple[int, int]:
-    if not size or size == "auto":
-        return default
-    match = re.fullmatch(r"(\d+)x(\d+)", size)
-    if not match or not all(1 <= int(side) <= 4096 for side in match.groups()):
-        raise ApiError(400, "'size' must look like 1024x1024 (sides up to 4096)", "size")
-    return int(match[1]), int(match[2])
-
-
-def _audio_reply(audio_format: str, duration: float, seed: int, size: int | None) -> Reply:
-    media_type = _AUDIO_TYPES.get(audio_format)
-    if media_type is None:
-        raise ApiError(400, f"unsupported audio format {audio_format!r}", "response_format")
-    if size is not None:
-        samples = fake_media.wav_samples_for_size(size)
-    else:
-        samples = fake_media.wav_samples_for_duration(duration)
-    if audio_format == "pcm":
-        chunks = fake_media.pcm_chunks(samples, seed)
-        length = samples * 2
-    else:
-        chunks = fake_media.wav_chunks(samples, seed)
-        length = len(fake_media.wav_header(samples)) + samples * 2
-    return Reply(200, media_type, chunks, content_length=length)
-
-
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = round(seconds * 1000)
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    return f"{hours:02}:{minutes:02}:{rest // 1000:02}{separator}{rest % 1000:03}"
-
-
-def _transcription(
-    name: str, data: bytes, response_format: str, language: str, granularities: list[str]
-) -> Reply:
-    text = f"transcript of {name}: {len(data)} bytes, sha256 {fingerprint(data)}"
-    duration = fake_media.wav_duration(data) or len(data) / 32_000
-    if response_format == "json":
-        return Reply.json({"text": text})
-    if response_format == "text":
-        return Reply.text(text + "\n")
-    if response_format == "srt":
-        return Reply.text(f"1\n{_timestamp(0, ',')} --> {_timestamp(duration, ',')}\n{text}\n\n")
-    if response_format == "vtt":
-        cue = f"{_timestamp(0, '.')} --> {_timestamp(duration, '.')}\n{text}\n\n"
-        return Reply.text("WEBVTT\n\n" + cue, "text/vtt; charset=utf-8")
-    if response_format != "verbose_json":
-        raise ApiError(400, f"unsupported response_format {response_format!r}", "response_format")
-    answer: dict[str, Any] = {"task": "transcribe", "language": language, "duration": duration, "text": text}
-    if not granularities or "segment" in granularities:
-        answer["segments"] = [
-            {
-                "id": 0,
-                "seek": 0,
-                "start": 0.0,
-                "end": duration,
-                "text": text,
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": -0.1,
-                "compression_ratio": 1.0,
-                "no_speech_prob": 0.0,
-            }
-        ]
-    if "word" in granularities:
-        words = text.split()
-        step = duration / len(words)
-        answer["words"] = [
-            {"word": word, "start": i * step, "end": (i + 1) * step} for i, word in enumerate(words)
-        ]
-    return Reply.json(answer)
-
-
 # --- app ------------------------------------------------------------------------------------
 
 
@@ -625,6 +653,7 @@ def create_fake_engine(state: FakeEngineState | None = None) -> Starlette:
         Route("/models/{model:path}", engine.get_model, methods=["GET"]),
         Route("/chat/completions", engine.chat_completions, methods=["POST"]),
         Route("/completions", engine.completions, methods=["POST"]),
+        Route("/responses", engine.responses, methods=["POST"]),
         Route("/embeddings", engine.embeddings, methods=["POST"]),
         Route("/audio/transcriptions", engine.transcriptions, methods=["POST"]),
         Route("/audio/speech", engine.speech, methods=["POST"]),

@@ -108,12 +108,21 @@ class FakeEngineSettings:
     strict_models: bool = False  # 404 model_not_found for models not listed
     api_key: str | None = None  # when set, /v1 requests need `Authorization: Bearer <key>`
     reply: str | None = None  # fixed chat/completion text instead of echoing the input
+    #: ``[substring, text]`` pairs: a chat/completion whose prompt contains the substring
+    #: answers that text (the first match wins; before ``reply``).
+    replies: list[list[str]] = field(default_factory=list)
     stream_chunks: int | None = None  # content chunks per stream; None = one per word
     chunk_delay_s: float = 0.0  # pause between stream chunks
     embedding_dimensions: int = 16
     media_size_bytes: int | None = None  # size of speech/music/voice/video answers
     mesh_format: Literal["glb", "json"] = "glb"  # 3D answer: GLB bytes or {"data":[{b64_json}]}
     voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
+    # How usage is reported: "openai" (and Ollama's OpenAI API): in the answer, and in a
+    # final choices-less chunk when the stream asks include_usage; "llamacpp": that chunk
+    # always, with llama.cpp's extra "timings"; "vllm": nested *_tokens_details and extra
+    # fields; "none": never.
+    usage_style: Literal["openai", "llamacpp", "vllm", "none"] = "openai"
+    responses_api: bool = True  # serve POST /v1/responses (llama-cpp-python's server does not)
 
     def update(self, data: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -122,8 +131,17 @@ class FakeEngineSettings:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         if data.get("mesh_format", self.mesh_format) not in ("glb", "json"):
             raise ValueError("mesh_format must be 'glb' or 'json'")
+        if data.get("usage_style", self.usage_style) not in ("openai", "llamacpp", "vllm", "none"):
+            raise ValueError("usage_style must be 'openai', 'llamacpp', 'vllm' or 'none'")
         for name, value in data.items():
-            setattr(self, name, list(value) if name in ("models", "voices") else value)
+            if name == "replies" and not (
+                isinstance(value, list)
+                and all(
+                    isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value
+                )
+            ):
+                raise ValueError("replies must be a list of [substring, reply] pairs of strings")
+            setattr(self, name, list(value) if name in ("models", "voices", "replies") else value)
 
 
 @dataclass
@@ -145,12 +163,16 @@ class LastRequest:
 @dataclass
 class FakeEngineStats:
     requests: Counter[str] = field(default_factory=Counter)  # per path
+    #: per prompt: the last user message (chat), ``prompt`` (completions, images, music,
+    #: video, 3D) or ``input`` (speech, embeddings) of each request
+    prompts: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
     completed: int = 0  # answers sent to the end
     aborted: int = 0  # the client disconnected before the answer was complete
     dropped: int = 0  # connections closed on purpose by a `break_after` fault
     faults_applied: int = 0
+    image_inputs: int = 0  # video requests whose `image` was a decodable PNG or JPEG data URI / base64
     models: dict[str, ModelStats] = field(default_factory=dict)
     last_request: LastRequest | None = None
 
@@ -164,6 +186,7 @@ class FakeEngineStats:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["requests"] = dict(self.requests)
+        data["prompts"] = dict(self.prompts)
         data["total_requests"] = self.total_requests
         return data
 

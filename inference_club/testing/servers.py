@@ -73,7 +73,8 @@ async def serve_app(
     finally:
         server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(task), shutdown_timeout_s + 3)
+            async with asyncio.timeout(shutdown_timeout_s + 3):
+                await asyncio.shield(task)
         except (TimeoutError, SystemExit):
             server.force_exit = True
             task.cancel()

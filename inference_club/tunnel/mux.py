@@ -10,6 +10,11 @@
   every other stream keeps flowing; the receiver's buffer per stream never exceeds the
   window (more is a protocol error), and queued outbound body bytes are capped per
   connection.
+- **Batches.** On a tunnel of version 3 or more the writer sends everything queued when
+  it runs (control frames first, as always) as one WebSocket message of up to
+  :data:`MAX_BATCH` bytes, and the reader splits each message back into frames: a busy
+  tunnel pays one send per wake-up instead of one per frame, without waiting for more.
+  The first message stays a single frame, so the hub's ``WELCOME`` travels alone.
 - **Liveness.** A ``PING`` goes out every ``ping_interval_s``; a peer from which no frame
   at all arrived for ``dead_after_s`` is declared dead and the connection closed.
 - When the connection ends, every open stream fails with :class:`ConnectionLost`.
@@ -26,7 +31,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..waiting import wait_event
 from .protocol import (
+    BATCH_VERSION,
     DEAD_AFTER_S,
     DEFAULT_MAX_STREAMS,
     DEFAULT_WINDOW,
@@ -42,6 +49,7 @@ from .protocol import (
     Reset,
     ResetCode,
     decode_frame,
+    decode_frames,
     window_frame,
     window_increment,
 )
@@ -53,6 +61,8 @@ log = logging.getLogger("inference_club.tunnel")
 MAX_QUEUED_DATA = 2 * 1024 * 1024
 """Outbound body bytes queued per connection before writers wait for the socket."""
 MAX_QUEUED_CONTROL = 100_000
+MAX_BATCH = 256 * 1024
+"""Bytes of frames per WebSocket message on a batching tunnel (never more than the peer's ``max_frame``)."""
 _MAX_CREDIT = (1 << 31) - 1
 
 
@@ -182,9 +192,11 @@ class Stream:
     # ------------------------------------------------------------------ receiving
 
     async def read(self) -> bytes | None:
-        """The next body chunk, or None at the end. Raises :class:`StreamReset`.
+        """The body bytes received so far, or None at the end. Raises :class:`StreamReset`.
 
-        Chunks that arrived before a reset are still returned first.
+        Everything buffered comes back at once (one write downstream instead of one per
+        frame when the reader fell behind). Bytes that arrived before a reset are still
+        returned first.
         """
         while not self._chunks:
             if self._error is not None:
@@ -193,7 +205,11 @@ class Stream:
                 return None
             self._readable.clear()
             await self._readable.wait()
-        chunk = self._chunks.popleft()
+        if len(self._chunks) == 1:
+            chunk = self._chunks.popleft()
+        else:
+            chunk = b"".join(self._chunks)
+            self._chunks.clear()
         self.buffered -= len(chunk)
         self._unacked += len(chunk)
         if self._unacked >= self._ack_threshold and not self._remote_ended and self._error is None:
@@ -265,8 +281,14 @@ class Mux:
         on_reset: ResetHandler | None = None,
         on_control: ControlHandler | None = None,
         label: str = "tunnel",
+        protocol: int = 1,
     ) -> None:
         self._link = link
+        self.protocol = protocol
+        """The tunnel's negotiated version (the base protocol unless told)."""
+        self.batch_size = min(MAX_BATCH, send_max_frame) if protocol >= BATCH_VERSION else 0
+        """Largest message of several frames; 0: one frame per message."""
+        self.messages_sent = 0
         self.opener = opener
         self.recv_window = recv_window
         self.send_window = send_window
@@ -364,8 +386,7 @@ class Mux:
                     self._set_close(CloseCode.GOING_AWAY, f"connection failed: {exc!r}")
             if self._close_requested.is_set() and not tasks[1].done():
                 # Let GOAWAY, RESETs and last frames reach the peer before closing.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._writer_idle.wait(), 1.0)
+                await wait_event(self._writer_idle, 1.0)
         finally:
             for task in tasks:
                 task.cancel()
@@ -379,7 +400,8 @@ class Mux:
                 stream._fail(lost)
             self.streams.clear()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._link.close(self.close_code, self.close_reason[:120]), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._link.close(self.close_code, self.close_reason[:120])
 
     def _set_close(self, code: int, reason: str) -> None:
         if not self.close_reason:
@@ -394,7 +416,11 @@ class Mux:
                 return
             self.last_received = time.monotonic()
             try:
-                self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
+                if self.batch_size:
+                    for frame in decode_frames(data, max_size=self.recv_max_frame):
+                        self._dispatch(frame)
+                else:
+                    self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
             except ProtocolError as exc:
                 log.warning("%s: protocol error: %s", self.label, exc)
                 self._set_close(exc.close_code, f"protocol error: {exc}")
@@ -402,20 +428,78 @@ class Mux:
 
     async def _write_loop(self) -> None:
         while True:
-            if self._control:
-                data = self._control.popleft()
-            elif self._data:
-                data = self._data.popleft()
-                self._queued_data -= len(data)
-                if self._queued_data < MAX_QUEUED_DATA:
-                    self._room_free.set()
-            else:
+            if not (self._control or self._data):
                 self._writer_idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             self._writer_idle.clear()
+            if self.batch_size and self.messages_sent:
+                data = self._take_batch(self.batch_size)
+            else:
+                data = self._take_frame()
+            if self._queued_data < MAX_QUEUED_DATA:
+                self._room_free.set()
+            self.messages_sent += 1
             await self._link.send(data)
+
+    def _take_frame(self) -> bytes:
+        """The next frame to send: control frames first, then body frames in their order."""
+        if self._control:
+            return self._control.popleft()
+        data = self._data.popleft()
+        self._queued_data -= len(data)
+        return self._merge_data(data, self.max_data) if self._data else data
+
+    def _take_batch(self, limit: int) -> bytes:
+        """Frames in the order :meth:`_take_frame` would give them, as many as fit in ``limit`` bytes.
+
+        A frame larger than ``limit`` still goes out, alone; no body frame goes out while a
+        control frame waits (a stream's ``OPEN`` precedes its ``DATA``); ``DATA`` frames of
+        one stream queued together are merged as they are when sent one by one.
+        """
+        parts: list[bytes] = []
+        size = 0
+        while self._control and (not parts or size + len(self._control[0]) <= limit):
+            frame = self._control.popleft()
+            parts.append(frame)
+            size += len(frame)
+        while self._data and not self._control and (not parts or size + len(self._data[0]) <= limit):
+            frame = self._data.popleft()
+            self._queued_data -= len(frame)
+            if self._data:
+                room = max(len(frame), limit - size) - HEADER.size
+                frame = self._merge_data(frame, min(self.max_data, room))
+            parts.append(frame)
+            size += len(frame)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _merge_data(self, first: bytes, max_payload: int) -> bytes:
+        """``first`` and the ``DATA`` frames of the same stream queued right after it, as one.
+
+        A writer that fell behind then sends one WebSocket message where it would have
+        sent several; the peer sees the same bytes in fewer frames (credit counts bytes).
+        """
+        kind, flags, _, stream_id, _ = HEADER.unpack_from(first)
+        if kind != FrameType.DATA or flags & Flag.END:
+            return first
+        payloads = [first[HEADER.size :]]
+        size = len(payloads[0])
+        end = False
+        while self._data and not end:
+            following = self._data[0]
+            kind, flags, _, next_id, length = HEADER.unpack_from(following)
+            if kind != FrameType.DATA or next_id != stream_id or size + length > max_payload:
+                break
+            self._data.popleft()
+            self._queued_data -= len(following)
+            payloads.append(following[HEADER.size :])
+            size += length
+            end = bool(flags & Flag.END)
+        if len(payloads) == 1:
+            return first
+        merged = Frame(FrameType.DATA, stream_id, Flag.END if end else Flag.NONE, b"".join(payloads))
+        return merged.encode()
 
     async def _watchdog(self) -> None:
         tick = max(0.02, min(1.0, self.ping_interval_s / 2, self.dead_after_s / 4))
@@ -423,11 +507,15 @@ class Mux:
         while True:
             now = time.monotonic()
             if now - self.last_received > self.dead_after_s:
-                log.warning("%s: no frame from the peer for %.1fs: closing", self.label, now - self.last_received)
+                log.warning(
+                    "%s: no frame from the peer for %.1fs: closing", self.label, now - self.last_received
+                )
                 self._set_close(CloseCode.PEER_SILENT, f"peer silent for {self.dead_after_s:g}s")
                 return
             if now - last_ping >= self.ping_interval_s:
-                self._enqueue_control(Frame(FrameType.PING, 0, Flag.NONE, struct.pack("!Q", time.monotonic_ns())))
+                self._enqueue_control(
+                    Frame(FrameType.PING, 0, Flag.NONE, struct.pack("!Q", time.monotonic_ns()))
+                )
                 last_ping = now
             await asyncio.sleep(tick)
 
@@ -445,7 +533,7 @@ class Mux:
             self.peer_draining = True
             if self._on_control is not None:
                 self._on_control(frame)
-        elif kind in (FrameType.HELLO, FrameType.WELCOME, FrameType.HEARTBEAT):
+        elif kind in (FrameType.HELLO, FrameType.WELCOME, FrameType.HEARTBEAT, FrameType.PROGRESS):
             if self._on_control is None:
                 raise ProtocolError(f"unexpected {kind.name}")
             self._on_control(frame)
@@ -474,7 +562,9 @@ class Mux:
     def _stream_frame(self, frame: Frame) -> None:
         stream = self.streams.get(frame.stream_id)
         if stream is None:
-            known = frame.stream_id < self._next_id if self.opener else frame.stream_id <= self._last_remote_id
+            known = (
+                frame.stream_id < self._next_id if self.opener else frame.stream_id <= self._last_remote_id
+            )
             if known:
                 return  # a late frame for a stream that already ended here
             raise ProtocolError(f"{frame.type.name} for unknown stream {frame.stream_id}")

@@ -1,6 +1,9 @@
 """The tunnel's wire format, shared by the hub and the agent.
 
-Every WebSocket message is one binary frame: a fixed 12-byte header, then the payload.
+A frame is a fixed 12-byte header, then the payload. Before version 3 every WebSocket
+message is exactly one frame; from version 3 a message may carry several frames back to
+back (each with its own header, whose length says where the next one starts), so a busy
+tunnel pays one WebSocket send for everything queued instead of one per frame.
 
 ::
 
@@ -13,13 +16,19 @@ Every WebSocket message is one binary frame: a fixed 12-byte header, then the pa
     12      n     payload
 
 Connection frames (stream 0) carry JSON (``HELLO``, ``WELCOME``, ``HEARTBEAT``,
-``GOAWAY``) or 8 opaque bytes (``PING``/``PONG``). Stream frames carry a JSON head
+``GOAWAY``, ``PROGRESS``) or 8 opaque bytes (``PING``/``PONG``). Stream frames carry a JSON head
 (``OPEN``, ``RESPONSE``, ``RESET``), raw body bytes (``DATA``, never base64) or a
 4-byte credit increment (``WINDOW``).
 
 The header layout and the ``HELLO``/``WELCOME``/``GOAWAY`` frames never change; any
 other change bumps :data:`PROTOCOL_VERSION`, which the hub checks in the hello and
 refuses with ``GOAWAY {"code": "unsupported_version"}`` and close code 4001.
+
+Versions: 1 is the base protocol; 2 adds ``PROGRESS`` (agent → hub, ``{"request_id",
+"progress", "stage"}``: how far a long engine job is); 3 lets a message carry several
+frames (never more than the receiver's ``max_frame`` bytes in all; the ``HELLO`` and the
+``WELCOME`` still travel alone). The hub welcomes an agent with the lower of the two
+sides' versions, and an agent sends ``PROGRESS`` only on a tunnel of version 2 or more.
 """
 
 from __future__ import annotations
@@ -32,11 +41,13 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "BATCH_VERSION",
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_WINDOW",
     "HEADER",
     "MAX_DATA_CHUNK",
     "MAX_FRAME_SIZE",
+    "PROGRESS_VERSION",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "CloseCode",
@@ -45,6 +56,7 @@ __all__ = [
     "FrameType",
     "GoAway",
     "Hello",
+    "Progress",
     "ProtocolError",
     "RequestHead",
     "Reset",
@@ -53,11 +65,16 @@ __all__ = [
     "UnsupportedVersion",
     "Welcome",
     "decode_frame",
+    "decode_frames",
     "window_frame",
 ]
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({1})
+PROTOCOL_VERSION = 3
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, 2, 3})
+PROGRESS_VERSION = 2
+"""The first version with ``PROGRESS`` frames."""
+BATCH_VERSION = 3
+"""The first version whose messages may carry several frames."""
 
 HEADER = struct.Struct("!BBHII")
 MAX_FRAME_SIZE = 1024 * 1024
@@ -83,6 +100,7 @@ class FrameType(IntEnum):
     PING = 0x04
     PONG = 0x05
     GOAWAY = 0x06  # no new streams from now on (drain) or a refusal, with a reason
+    PROGRESS = 0x07  # agent → hub (from version 2): progress of a long engine job
     OPEN = 0x10  # hub → agent: a new stream with its request head
     RESPONSE = 0x11  # agent → hub: the response head (status, headers)
     DATA = 0x12  # body bytes, either direction
@@ -155,14 +173,45 @@ class Frame:
 
 
 def decode_frame(data: bytes, *, max_size: int = MAX_FRAME_SIZE) -> Frame:
-    """Parse one WebSocket message into a :class:`Frame`, checking size and header."""
+    """Parse one WebSocket message holding exactly one :class:`Frame`, checking size and header."""
+    _check_message_size(data, max_size)
+    length = HEADER.unpack_from(data)[4]
+    if length != len(data) - HEADER.size:
+        raise ProtocolError(f"frame length {length} does not match its payload ({len(data) - HEADER.size})")
+    return _decode_at(data, 0)[0]
+
+
+def decode_frames(data: bytes, *, max_size: int = MAX_FRAME_SIZE) -> list[Frame]:
+    """Parse one WebSocket message of a version-3 tunnel: one or more frames back to back.
+
+    Every header is checked as :func:`decode_frame` checks it; a frame whose length runs
+    past the end of the message, or trailing bytes too short for a header, break the protocol.
+    """
+    _check_message_size(data, max_size)
+    frames: list[Frame] = []
+    offset = 0
+    while offset < len(data):
+        frame, offset = _decode_at(data, offset)
+        frames.append(frame)
+    return frames
+
+
+def _check_message_size(data: bytes, max_size: int) -> None:
     if len(data) > max_size:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_size}")
     if len(data) < HEADER.size:
         raise ProtocolError(f"frame of {len(data)} bytes is shorter than its header")
-    type_, flags, reserved, stream_id, length = HEADER.unpack_from(data)
-    if length != len(data) - HEADER.size:
-        raise ProtocolError(f"frame length {length} does not match its payload ({len(data) - HEADER.size})")
+
+
+def _decode_at(data: bytes, offset: int) -> tuple[Frame, int]:
+    """The frame starting at ``offset`` and the offset just past it."""
+    if len(data) - offset < HEADER.size:
+        raise ProtocolError(f"{len(data) - offset} bytes left after a frame: shorter than a header")
+    type_, flags, reserved, stream_id, length = HEADER.unpack_from(data, offset)
+    start = offset + HEADER.size
+    end = start + length
+    if end > len(data):
+        raise ProtocolError(f"frame length {length} runs past the end of its message ({len(data) - start})")
     if reserved:
         raise ProtocolError("reserved header bits are set")
     try:
@@ -174,7 +223,7 @@ def decode_frame(data: bytes, *, max_size: int = MAX_FRAME_SIZE) -> Frame:
     connection_frame = frame_type < FrameType.OPEN
     if connection_frame != (stream_id == 0):
         raise ProtocolError(f"{frame_type.name} frame on stream {stream_id}")
-    return Frame(frame_type, stream_id, Flag(flags), bytes(data[HEADER.size :]))
+    return Frame(frame_type, stream_id, Flag(flags), bytes(data[start:end])), end
 
 
 def _json_frame(type_: FrameType, data: dict[str, Any], stream_id: int = 0, *, end: bool = False) -> Frame:
@@ -236,7 +285,7 @@ def check_version(data: dict[str, Any]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Agent → hub, the first frame. ``heartbeat`` is the SPEC §6 heartbeat body."""
+    """Agent → hub, the first frame. ``heartbeat`` is the heartbeat body of docs/agent-protocol.md."""
 
     heartbeat: dict[str, Any]
     agent_version: str = ""
@@ -246,14 +295,17 @@ class Hello:
     max_streams: int = DEFAULT_MAX_STREAMS  # concurrent streams the agent accepts
 
     def to_frame(self) -> Frame:
-        return _json_frame(FrameType.HELLO, {
-            "protocol": self.protocol,
-            "agent_version": self.agent_version,
-            "window": self.window,
-            "max_frame": self.max_frame,
-            "max_streams": self.max_streams,
-            "heartbeat": self.heartbeat,
-        })
+        return _json_frame(
+            FrameType.HELLO,
+            {
+                "protocol": self.protocol,
+                "agent_version": self.agent_version,
+                "window": self.window,
+                "max_frame": self.max_frame,
+                "max_streams": self.max_streams,
+                "heartbeat": self.heartbeat,
+            },
+        )
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Hello:
@@ -286,16 +338,19 @@ class Welcome:
     heartbeat_interval_s: float = 30.0
 
     def to_frame(self) -> Frame:
-        return _json_frame(FrameType.WELCOME, {
-            "protocol": self.protocol,
-            "provider_id": self.provider_id,
-            "tunnel_id": self.tunnel_id,
-            "window": self.window,
-            "max_frame": self.max_frame,
-            "ping_interval_s": self.ping_interval_s,
-            "dead_after_s": self.dead_after_s,
-            "heartbeat_interval_s": self.heartbeat_interval_s,
-        })
+        return _json_frame(
+            FrameType.WELCOME,
+            {
+                "protocol": self.protocol,
+                "provider_id": self.provider_id,
+                "tunnel_id": self.tunnel_id,
+                "window": self.window,
+                "max_frame": self.max_frame,
+                "ping_interval_s": self.ping_interval_s,
+                "dead_after_s": self.dead_after_s,
+                "heartbeat_interval_s": self.heartbeat_interval_s,
+            },
+        )
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Welcome:
@@ -345,14 +400,19 @@ class RequestHead:
     request_id: str = ""
 
     def to_frame(self, stream_id: int, *, end: bool = False) -> Frame:
-        return _json_frame(FrameType.OPEN, {
-            "service_type": self.service_type,
-            "model": self.model,
-            "method": self.method,
-            "path": self.path,
-            "headers": self.headers,
-            "request_id": self.request_id,
-        }, stream_id, end=end)
+        return _json_frame(
+            FrameType.OPEN,
+            {
+                "service_type": self.service_type,
+                "model": self.model,
+                "method": self.method,
+                "path": self.path,
+                "headers": self.headers,
+                "request_id": self.request_id,
+            },
+            stream_id,
+            end=end,
+        )
 
     @classmethod
     def from_payload(cls, frame: Frame) -> RequestHead:
@@ -381,8 +441,10 @@ class ResponseHead:
 
     def to_frame(self, stream_id: int, *, end: bool = False) -> Frame:
         return _json_frame(
-            FrameType.RESPONSE, {"status": self.status, "headers": [list(h) for h in self.headers]},
-            stream_id, end=end,
+            FrameType.RESPONSE,
+            {"status": self.status, "headers": [list(h) for h in self.headers]},
+            stream_id,
+            end=end,
         )
 
     @classmethod
@@ -412,3 +474,30 @@ class Reset:
     def from_frame(cls, frame: Frame) -> Reset:
         data = _expect(frame, FrameType.RESET)
         return cls(code=_str(data, "code", ResetCode.INTERNAL), message=_str(data, "message", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """``PROGRESS``: how far the engine job of one request is (0 to 1, and a stage text)."""
+
+    request_id: str
+    progress: float
+    stage: str = ""
+
+    def to_frame(self) -> Frame:
+        return _json_frame(
+            FrameType.PROGRESS,
+            {"request_id": self.request_id, "progress": self.progress, "stage": self.stage},
+        )
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> Progress:
+        data = _expect(frame, FrameType.PROGRESS)
+        value = data.get("progress")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ProtocolError("PROGRESS progress must be a number from 0 to 1")
+        return cls(
+            request_id=_str(data, "request_id")[:128],
+            progress=float(value),
+            stage=_str(data, "stage", "")[:200],
+        )

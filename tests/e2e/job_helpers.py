@@ -14,10 +14,18 @@ from tests.e2e.conftest import write_agent_config
 
 
 def embedding_agent_config(path: Path, engine_url: str, *, max_concurrency: int) -> Path:
-    return write_agent_config(path, [
-        {"type": "embedding", "url": f"{engine_url}/v1", "max_concurrency": max_concurrency, "discover": False,
-         "models": [{"id": "fake-embed"}]},
-    ])
+    return write_agent_config(
+        path,
+        [
+            {
+                "type": "embedding",
+                "url": f"{engine_url}/v1",
+                "max_concurrency": max_concurrency,
+                "discover": False,
+                "models": [{"id": "fake-embed"}],
+            },
+        ],
+    )
 
 
 def client(hub_url: str, key: str) -> httpx.Client:
@@ -27,8 +35,15 @@ def client(hub_url: str, key: str) -> httpx.Client:
 def submit_jobs(http: httpx.Client, count: int, *, latency_s: float, tag: str = "job") -> list[str]:
     ids = []
     for i in range(count):
-        answer = http.post("/v1/embeddings", json={
-            "model": "fake-embed", "input": f"{tag}-{i}", "fake_fault": f"latency={latency_s}", "async": True})
+        answer = http.post(
+            "/v1/embeddings",
+            json={
+                "model": "fake-embed",
+                "input": f"{tag}-{i}",
+                "fake_fault": f"latency={latency_s}",
+                "async": True,
+            },
+        )
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
     return ids
@@ -51,8 +66,7 @@ def jobs_by_id(http: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
         after = page["last_id"]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               *processes: ProcessHandle) -> float:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, *processes: ProcessHandle) -> float:
     """Poll ``predicate``; returns the seconds it took. Shows process logs on timeout."""
     started = time.monotonic()
     while not predicate():
@@ -73,8 +87,9 @@ def job_completions(stats: dict[str, Any]) -> int:
     return int(stats["completed"]) - int(stats["requests"].get("/v1/models", 0))
 
 
-def wait_all_ended(http: httpx.Client, ids: list[str], timeout: float,
-                   *processes: ProcessHandle) -> dict[str, dict[str, Any]]:
+def wait_all_ended(
+    http: httpx.Client, ids: list[str], timeout: float, *processes: ProcessHandle
+) -> dict[str, dict[str, Any]]:
     state: dict[str, dict[str, Any]] = {}
 
     def ended() -> bool:
@@ -84,7 +99,8 @@ def wait_all_ended(http: httpx.Client, ids: list[str], timeout: float,
         except httpx.HTTPError:
             return False
         return len(state) == len(ids) and all(
-            j["status"] in ("PROCESSED", "FAILED", "CANCELED") for j in state.values())
+            j["status"] in ("PROCESSED", "FAILED", "CANCELED") for j in state.values()
+        )
 
     wait_until(ended, timeout, "jobs did not all end", *processes)
     return state

@@ -48,14 +48,20 @@ def test_killing_the_hub_mid_run_loses_no_job(tmp_path: Path, processes: list[Pr
 
     with client(hub.url, hub.key) as http:
         ids = submit_jobs(http, 50, latency_s=1.5)
-        wait_until(lambda: engine_stats(engine_url)["in_flight"] == 10, 20, "ten jobs never ran at once",
-                   hub.handle, agent)
+        wait_until(
+            lambda: engine_stats(engine_url)["in_flight"] == 10,
+            20,
+            "ten jobs never ran at once",
+            hub.handle,
+            agent,
+        )
         in_flight = engine_stats(engine_url)["in_flight"]
         hub.handle.kill()
         killed_at = time.monotonic()
         # The agent aborts the engine requests of the dead hub at once; nothing is left running.
-        wait_until(lambda: engine_stats(engine_url)["in_flight"] == 0, 2.0, "engine requests still running",
-                   agent)
+        wait_until(
+            lambda: engine_stats(engine_url)["in_flight"] == 0, 2.0, "engine requests still running", agent
+        )
         stats = engine_stats(engine_url)
         assert stats["aborted"] >= in_flight - 1, stats
         completed_before = job_completions(stats)
@@ -63,13 +69,19 @@ def test_killing_the_hub_mid_run_loses_no_job(tmp_path: Path, processes: list[Pr
         restarted = start_hub(tmp_path, port=port, data_dir=hub.data_dir, env=FAST_QUEUE, name="hub-2")
         processes.append(restarted.handle)
         # Orphaned jobs (their leases expire) run again well within a minute.
-        wait_until(lambda: engine_stats(engine_url)["in_flight"] > 0, 30, "orphaned jobs never ran again",
-                   restarted.handle, agent)
+        wait_until(
+            lambda: engine_stats(engine_url)["in_flight"] > 0,
+            30,
+            "orphaned jobs never ran again",
+            restarted.handle,
+            agent,
+        )
         assert time.monotonic() - killed_at < 60
         jobs = wait_all_ended(http, ids, 90, restarted.handle, agent)
 
-    assert {j["status"] for j in jobs.values()} == {"PROCESSED"}, [j for j in jobs.values()
-                                                                  if j["status"] != "PROCESSED"]
+    assert {j["status"] for j in jobs.values()} == {"PROCESSED"}, [
+        j for j in jobs.values() if j["status"] != "PROCESSED"
+    ]
     assert all("result" not in j for j in jobs.values())  # lists leave results out ...
     with client(restarted.url, hub.key) as http:
         for job_id in ids:
@@ -83,8 +95,9 @@ def test_killing_the_hub_mid_run_loses_no_job(tmp_path: Path, processes: list[Pr
 
 
 @pytest.mark.parametrize("transport", ["direct", "tunnel"])
-def test_killing_the_agent_mid_run_loses_no_job(tmp_path: Path, processes: list[ProcessHandle],
-                                                transport: str) -> None:
+def test_killing_the_agent_mid_run_loses_no_job(
+    tmp_path: Path, processes: list[ProcessHandle], transport: str
+) -> None:
     engine, engine_url = start_fake_engine(tmp_path)
     processes.append(engine)
     env = {**FAST_QUEUE, "IC_JOB_MAX_ATTEMPTS": "6"}
@@ -97,8 +110,13 @@ def test_killing_the_agent_mid_run_loses_no_job(tmp_path: Path, processes: list[
 
     with client(hub.url, hub.key) as http:
         ids = submit_jobs(http, 50, latency_s=1.0)
-        wait_until(lambda: engine_stats(engine_url)["in_flight"] == 10, 20, "ten jobs never ran at once",
-                   hub.handle, agent)
+        wait_until(
+            lambda: engine_stats(engine_url)["in_flight"] == 10,
+            20,
+            "ten jobs never ran at once",
+            hub.handle,
+            agent,
+        )
         in_flight = engine_stats(engine_url)["in_flight"]
         agent.kill()
         # The engine sees its client go away and stops; the hub retries on the next agent.
@@ -108,8 +126,9 @@ def test_killing_the_agent_mid_run_loses_no_job(tmp_path: Path, processes: list[
         processes.append(again)
         jobs = wait_all_ended(http, ids, 90, hub.handle, again)
 
-    assert {j["status"] for j in jobs.values()} == {"PROCESSED"}, [j for j in jobs.values()
-                                                                  if j["status"] != "PROCESSED"]
+    assert {j["status"] for j in jobs.values()} == {"PROCESSED"}, [
+        j for j in jobs.values() if j["status"] != "PROCESSED"
+    ]
     assert sum(1 for j in jobs.values() if j["attempts"] > 1) >= in_flight - 1
     final = engine_stats(engine_url)
     assert 50 <= job_completions(final) <= 51, final

@@ -27,22 +27,36 @@ def llama(tmp_path: Path, processes: list[ProcessHandle]) -> str:
 
 
 @pytest.mark.parametrize("transport", ["direct", "tunnel"])
-def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[ProcessHandle], llama: str,
-                                         transport: str) -> None:
+def test_hub_agent_llama_and_fake_engine(
+    tmp_path: Path, processes: list[ProcessHandle], llama: str, transport: str
+) -> None:
     engine, engine_url = start_fake_engine(tmp_path)
     processes.append(engine)
     hub = start_hub(tmp_path)
     processes.append(hub.handle)
     assert hub.key, hub.handle.log_text()
-    config = write_agent_config(tmp_path / "agent.toml", [
-        {"type": "llm", "url": llama, "engine": "llamacpp", "max_concurrency": 2,
-         "models": [{"id": "tiny-llama", "features": ["streaming"]}]},
-        {"type": "embedding", "url": llama, "engine": "llamacpp", "discover": False,
-         "models": [{"id": "tiny-llama"}]},
-        {"type": "tts", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-tts"}]},
-        {"type": "image", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-image"}]},
-        {"type": "stt", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-whisper"}]},
-    ])
+    config = write_agent_config(
+        tmp_path / "agent.toml",
+        [
+            {
+                "type": "llm",
+                "url": llama,
+                "engine": "llamacpp",
+                "max_concurrency": 2,
+                "models": [{"id": "tiny-llama", "features": ["streaming"]}],
+            },
+            {
+                "type": "embedding",
+                "url": llama,
+                "engine": "llamacpp",
+                "discover": False,
+                "models": [{"id": "tiny-llama"}],
+            },
+            {"type": "tts", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-tts"}]},
+            {"type": "image", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-image"}]},
+            {"type": "stt", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-whisper"}]},
+        ],
+    )
     agent = start_agent(tmp_path, hub.url, hub.key, "home-rig", config, transport=transport)
     processes.append(agent)
     wait_for_model(hub.url, hub.key, "fake-whisper", process=agent)
@@ -50,16 +64,21 @@ def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[Process
     client = openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.key, max_retries=0, timeout=60)
     # Real llama.cpp through hub and agent: streaming and not, completions, embeddings.
     stream = client.chat.completions.create(
-        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=16, stream=True)
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=16, stream=True
+    )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert len(text) > 0
     answer = client.chat.completions.create(
-        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+    )
     assert answer.usage is not None and answer.usage.completion_tokens == 8
     completion = client.completions.create(model="tiny-llama", prompt="Once", max_tokens=8)
     assert completion.choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="tiny-llama", prompt="Once", max_tokens=8, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="tiny-llama", prompt="Once", max_tokens=8, stream=True)
+        if c.choices
+    )
     assert streamed
     embedding = client.embeddings.create(model="tiny-llama", input="hello")
     assert len(embedding.data[0].embedding) == 64
@@ -67,9 +86,10 @@ def test_hub_agent_llama_and_fake_engine(tmp_path: Path, processes: list[Process
     speech = client.audio.speech.create(model="fake-tts", voice="alloy", input="hello")
     assert speech.content[:4] == b"RIFF"
     image = client.images.generate(model="fake-image", prompt="a fox")
-    assert image.data[0].url and image.data[0].url.startswith(hub.url)
+    assert image.data and image.data[0].url and image.data[0].url.startswith(hub.url)
     heard = client.audio.transcriptions.create(
-        model="fake-whisper", file=("a.wav", io.BytesIO(speech.content), "audio/wav"))
+        model="fake-whisper", file=("a.wav", io.BytesIO(speech.content), "audio/wav")
+    )
     assert "a.wav" in heard.text
     assert hub.handle.is_running() and agent.is_running()
 
@@ -85,12 +105,16 @@ def test_first_serve_prints_key_once(tmp_path: Path, processes: list[ProcessHand
     assert client.models.list().data == []
 
 
-def _video_agent(tmp_path: Path, hub_url: str, key: str, name: str, engine_url: str,
-                 transport: str = "direct") -> ProcessHandle:
-    config = write_agent_config(tmp_path / f"{name}.toml", [
-        {"type": "llm", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-chat"}]},
-        {"type": "video", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-video"}]},
-    ])
+def _video_agent(
+    tmp_path: Path, hub_url: str, key: str, name: str, engine_url: str, transport: str = "direct"
+) -> ProcessHandle:
+    config = write_agent_config(
+        tmp_path / f"{name}.toml",
+        [
+            {"type": "llm", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-chat"}]},
+            {"type": "video", "url": f"{engine_url}/v1", "discover": False, "models": [{"id": "fake-video"}]},
+        ],
+    )
     return start_agent(tmp_path, hub_url, key, name, config, transport=transport)
 
 
@@ -110,10 +134,15 @@ def test_large_video_flows_with_bounded_hub_memory(tmp_path: Path, processes: li
     peak = before
     size = 100 * 1024 * 1024
     received = 0
-    with httpx.Client(timeout=120) as http, http.stream(
-        "POST", f"{hub.url}/v1/videos/generations", headers={"Authorization": f"Bearer {hub.key}"},
-        json={"model": "fake-video", "prompt": "long", "fake_size_bytes": size},
-    ) as response:
+    with (
+        httpx.Client(timeout=120) as http,
+        http.stream(
+            "POST",
+            f"{hub.url}/v1/videos/generations",
+            headers={"Authorization": f"Bearer {hub.key}"},
+            json={"model": "fake-video", "prompt": "long", "fake_size_bytes": size},
+        ) as response,
+    ):
         assert response.status_code == 200
         file_url = response.headers["x-file-url"]
         for chunk in response.iter_bytes():
@@ -127,8 +156,9 @@ def test_large_video_flows_with_bounded_hub_memory(tmp_path: Path, processes: li
 
 
 @pytest.mark.parametrize("transport", ["direct", "tunnel"])
-def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: list[ProcessHandle],
-                                                    transport: str) -> None:
+def test_killing_one_agent_mid_run_loses_no_request(
+    tmp_path: Path, processes: list[ProcessHandle], transport: str
+) -> None:
     import concurrent.futures
     import time
 
@@ -136,7 +166,9 @@ def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: l
     processes.append(engine)
     hub = start_hub(tmp_path)
     processes.append(hub.handle)
-    agents = [_video_agent(tmp_path, hub.url, hub.key, name, engine_url, transport) for name in ("rig-a", "rig-b")]
+    agents = [
+        _video_agent(tmp_path, hub.url, hub.key, name, engine_url, transport) for name in ("rig-a", "rig-b")
+    ]
     processes.extend(agents)
     client = openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.key, max_retries=0, timeout=30)
     deadline = time.monotonic() + 30
@@ -146,8 +178,10 @@ def test_killing_one_agent_mid_run_loses_no_request(tmp_path: Path, processes: l
 
     def ask(i: int) -> str:
         answer = client.chat.completions.create(
-            model="fake-chat", messages=[{"role": "user", "content": f"request {i}"}],
-            extra_body={"fake_fault": "latency=0.4"})
+            model="fake-chat",
+            messages=[{"role": "user", "content": f"request {i}"}],
+            extra_body={"fake_fault": "latency=0.4"},
+        )
         return answer.choices[0].message.content or ""
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from inference_club.testing.servers import ProcessHandle
 from tests.e2e.conftest import (
@@ -24,16 +25,29 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-CHAT = [{"role": "user", "content": "hello through the tunnel"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello through the tunnel"}]
 
 
 def tunnel_agent(tmp: Path, hub: HubProcess, engine_url: str, name: str = "rig") -> ProcessHandle:
-    config = write_agent_config(tmp / f"{name}.toml", [
-        {"type": "llm", "url": f"{engine_url}/v1", "max_concurrency": 8, "discover": False,
-         "models": [{"id": "fake-chat", "features": ["streaming"]}]},
-        {"type": "video", "url": f"{engine_url}/v1", "max_concurrency": 2, "discover": False,
-         "models": [{"id": "fake-video"}]},
-    ])
+    config = write_agent_config(
+        tmp / f"{name}.toml",
+        [
+            {
+                "type": "llm",
+                "url": f"{engine_url}/v1",
+                "max_concurrency": 8,
+                "discover": False,
+                "models": [{"id": "fake-chat", "features": ["streaming"]}],
+            },
+            {
+                "type": "video",
+                "url": f"{engine_url}/v1",
+                "max_concurrency": 2,
+                "discover": False,
+                "models": [{"id": "fake-video"}],
+            },
+        ],
+    )
     return start_agent(tmp, hub.url, hub.key, name, config, transport="tunnel")
 
 
@@ -79,7 +93,13 @@ def test_kill_9_of_the_agent_mid_stream_then_it_comes_back(
     assert "tunnel" in agent.log_text() and "listening" not in agent.log_text()  # no inbound port
 
     with client(hub) as http:
-        body = {"model": "fake-chat", "messages": CHAT, "stream": True, "fake_chunks": 100, "fake_chunk_delay": 0.1}
+        body = {
+            "model": "fake-chat",
+            "messages": CHAT,
+            "stream": True,
+            "fake_chunks": 100,
+            "fake_chunk_delay": 0.1,
+        }
         with http.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")

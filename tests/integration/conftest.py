@@ -30,8 +30,9 @@ FAKE_SERVICES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def services_for(engine_url: str, *, max_concurrency: int = 4, types: Sequence[str] | None = None,
-                 discover: bool = False) -> list[dict[str, Any]]:
+def services_for(
+    engine_url: str, *, max_concurrency: int = 4, types: Sequence[str] | None = None, discover: bool = False
+) -> list[dict[str, Any]]:
     services = []
     for service_type, (model, features) in FAKE_SERVICES.items():
         if types is not None and service_type not in types:
@@ -39,25 +40,40 @@ def services_for(engine_url: str, *, max_concurrency: int = 4, types: Sequence[s
         models = [{"id": model, "features": features}]
         if service_type == "tts":
             models.append({"id": "fake-voice", "features": ["voice-cloning"]})
-        services.append({"type": service_type, "url": f"{engine_url}/v1", "max_concurrency": max_concurrency,
-                         "discover": discover, "models": models})
+        services.append(
+            {
+                "type": service_type,
+                "url": f"{engine_url}/v1",
+                "max_concurrency": max_concurrency,
+                "discover": discover,
+                "models": models,
+            }
+        )
     return services
 
 
 @asynccontextmanager
-async def run_agent(hub_url: str, key: str, name: str, services: list[dict[str, Any]],
-                    transport: str = "direct") -> AsyncIterator[AgentRunner]:
-    config = build_config({
-        "hub": hub_url, "key": key, "name": name, "transport": transport, "listen": "127.0.0.1:0",
-        "services": services,
-    })
+async def run_agent(
+    hub_url: str, key: str, name: str, services: list[dict[str, Any]], transport: str = "direct"
+) -> AsyncIterator[AgentRunner]:
+    config = build_config(
+        {
+            "hub": hub_url,
+            "key": key,
+            "name": name,
+            "transport": transport,
+            "listen": "127.0.0.1:0",
+            "services": services,
+        }
+    )
     runner = AgentRunner(config, report_gpus=False)
     await runner.start()
     try:
         await runner.heartbeat.poke_and_wait() if hasattr(runner.heartbeat, "poke_and_wait") else None
         import asyncio
 
-        await asyncio.wait_for(runner.registered.wait(), 10)
+        async with asyncio.timeout(10):
+            await runner.registered.wait()
         yield runner
     finally:
         await runner.stop()
@@ -73,15 +89,19 @@ class Stack:
     transport: str = "direct"
 
     def client(self, key: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.hub.base_url}/v1", api_key=key or self.key, max_retries=0,
-                                  **kwargs)
+        return openai.AsyncOpenAI(
+            base_url=f"{self.hub.base_url}/v1", api_key=key or self.key, max_retries=0, **kwargs
+        )
 
     def sync_client(self, key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.hub.base_url}/v1", api_key=key or self.key, max_retries=0)
 
     def http(self, key: str | None = None, timeout: float = 30.0) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.hub.base_url, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {key or self.key}"})
+        return httpx.AsyncClient(
+            base_url=self.hub.base_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+        )
 
 
 @asynccontextmanager
@@ -98,5 +118,6 @@ async def stack(hub: RunningHub, request: pytest.FixtureRequest) -> AsyncIterato
     async with AsyncExitStack() as exits:
         state, url = await exits.enter_async_context(engine_server())
         agent = await exits.enter_async_context(
-            run_agent(hub.base_url, key, "home-rig", services_for(url), transport=transport))
+            run_agent(hub.base_url, key, "home-rig", services_for(url), transport=transport)
+        )
         yield Stack(hub=hub, key=key, engine=state, engine_url=url, agents=[agent], transport=transport)

@@ -12,20 +12,26 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from inference_club.settings import Settings
 from inference_club.testing.fake_engine import FakeEngineState
 from tests.conftest import RunningHub, make_settings
 from tests.integration.conftest import engine_server, run_agent, services_for
 
-CHAT = [{"role": "user", "content": "hello batch"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello batch"}]
 TYPES = ["llm", "embedding", "image", "tts"]
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data", job_poll_interval_s=0.2, job_retry_base_s=0.05,
-                         job_retry_max_s=0.2, queue_timeout_s=10.0)
+    return make_settings(
+        tmp_path / "data",
+        job_poll_interval_s=0.2,
+        job_retry_base_s=0.05,
+        job_retry_max_s=0.2,
+        queue_timeout_s=10.0,
+    )
 
 
 @asynccontextmanager
@@ -35,7 +41,8 @@ async def two_providers(hub: RunningHub, key: str) -> AsyncIterator[list[FakeEng
         for name in ("rig-a", "rig-b"):
             state, url = await exits.enter_async_context(engine_server())
             await exits.enter_async_context(
-                run_agent(hub.base_url, key, name, services_for(url, max_concurrency=2, types=TYPES)))
+                run_agent(hub.base_url, key, name, services_for(url, max_concurrency=2, types=TYPES))
+            )
             engines.append(state)
         yield engines
 
@@ -57,23 +64,39 @@ async def batch_done(http: httpx.AsyncClient, batch_id: str, timeout: float = 60
 
 async def test_256_mixed_jobs_over_two_providers(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
-    kinds = [
+    kinds: list[tuple[str, dict[str, Any]]] = [
         ("/v1/chat/completions", {"model": "fake-chat", "messages": CHAT, "fake_fault": "latency=0.15"}),
         ("/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "latency=0.05"}),
         ("images/generations", {"model": "fake-image", "prompt": "fox", "fake_fault": "latency=0.05"}),
-        ("audio.speech", {"model": "fake-tts", "input": "hi", "voice": "alloy", "fake_fault": "latency=0.05"}),
+        (
+            "audio.speech",
+            {"model": "fake-tts", "input": "hi", "voice": "alloy", "fake_fault": "latency=0.05"},
+        ),
     ]
     requests = [item(*kinds[i % 4]) for i in range(256)]
-    async with two_providers(hub, key) as engines, httpx.AsyncClient(
-        base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-    ) as http:
+    async with (
+        two_providers(hub, key) as engines,
+        httpx.AsyncClient(
+            base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as http,
+    ):
         created = await http.post("/v1/batches", json={"label": "mixed", "requests": requests})
         assert created.status_code == 202, created.text
         batch = created.json()
         assert batch["object"] == "batch" and batch["label"] == "mixed" and batch["total"] == 256
         assert batch["status"] == "PENDING" and batch["queued"] == 256 and batch["processed"] == 0
-        assert set(batch) >= {"id", "label", "status", "total", "queued", "processing", "processed",
-                              "failed", "canceled", "created"}
+        assert set(batch) >= {
+            "id",
+            "label",
+            "status",
+            "total",
+            "queued",
+            "processing",
+            "processed",
+            "failed",
+            "canceled",
+            "created",
+        }
 
         # While the queue is long, a synchronous request gets the next free slot.
         await asyncio.sleep(0.5)
@@ -99,28 +122,41 @@ async def test_256_mixed_jobs_over_two_providers(hub: RunningHub) -> None:
         for model in ("fake-chat", "fake-embed", "fake-image", "fake-tts"):
             assert engine.stats.model(model).max_in_flight <= 2, (model, engine.stats.models)
         assert engine.stats.requests["/v1/chat/completions"] > 0
-    served = {path: sum(e.stats.requests[path] for e in engines)
-              for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations", "/v1/audio/speech")}
-    assert served == {"/v1/chat/completions": 65, "/v1/embeddings": 64, "/v1/images/generations": 64,
-                      "/v1/audio/speech": 64}
+    served = {
+        path: sum(e.stats.requests[path] for e in engines)
+        for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations", "/v1/audio/speech")
+    }
+    assert served == {
+        "/v1/chat/completions": 65,
+        "/v1/embeddings": 64,
+        "/v1/images/generations": 64,
+        "/v1/audio/speech": 64,
+    }
 
 
 async def test_cancel_a_batch_and_idempotency(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
-    body = {"label": "slow", "requests": [
-        item("/v1/embeddings", {"model": "fake-embed", "input": str(i), "fake_fault": "latency=5"})
-        for i in range(10)
-    ]}
-    async with two_providers(hub, key) as engines, httpx.AsyncClient(
-        base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as http:
+    body = {
+        "label": "slow",
+        "requests": [
+            item("/v1/embeddings", {"model": "fake-embed", "input": str(i), "fake_fault": "latency=5"})
+            for i in range(10)
+        ],
+    }
+    async with (
+        two_providers(hub, key) as engines,
+        httpx.AsyncClient(
+            base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http,
+    ):
         first = await http.post("/v1/batches", json=body, headers={"Idempotency-Key": "b-1"})
         assert first.status_code == 202
         again = await http.post("/v1/batches", json=body, headers={"Idempotency-Key": "b-1"})
         assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
         assert again.headers["idempotent-replayed"] == "true"
-        changed = await http.post("/v1/batches", json={**body, "label": "other"},
-                                  headers={"Idempotency-Key": "b-1"})
+        changed = await http.post(
+            "/v1/batches", json={**body, "label": "other"}, headers={"Idempotency-Key": "b-1"}
+        )
         assert changed.status_code == 409 and changed.json()["error"]["type"] == "conflict"
 
         batch_id = first.json()["id"]
@@ -149,13 +185,19 @@ async def test_cancel_a_batch_and_idempotency(hub: RunningHub) -> None:
 async def test_bad_batches_create_nothing(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
     chat = item("/v1/chat/completions", {"model": "fake-chat", "messages": CHAT})
-    async with two_providers(hub, key), httpx.AsyncClient(
-        base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as http:
+    async with (
+        two_providers(hub, key),
+        httpx.AsyncClient(
+            base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http,
+    ):
+
         async def post(body: Any) -> httpx.Response:
             return await http.post("/v1/batches", json=body)
 
-        malformed = await post({"requests": [chat, chat, item("/v1/chat/completions", {"model": "fake-chat"})]})
+        malformed = await post(
+            {"requests": [chat, chat, item("/v1/chat/completions", {"model": "fake-chat"})]}
+        )
         assert malformed.status_code == 400
         error = malformed.json()["error"]
         assert error["type"] == "invalid_request" and error["param"] == "requests[2].body.messages"
@@ -171,8 +213,9 @@ async def test_bad_batches_create_nothing(hub: RunningHub) -> None:
         empty = await post({"requests": []})
         assert empty.status_code == 400 and empty.json()["error"]["param"] == "requests"
 
-        no_provider = await post({"requests": [chat, item("/v1/chat/completions",
-                                                          {"model": "nope", "messages": CHAT})]})
+        no_provider = await post(
+            {"requests": [chat, item("/v1/chat/completions", {"model": "nope", "messages": CHAT})]}
+        )
         assert no_provider.status_code == 404 and no_provider.json()["error"]["type"] == "no_provider"
         assert no_provider.json()["error"]["param"] == "requests[1].body.model"
 
@@ -188,7 +231,9 @@ async def test_bad_batches_create_nothing(hub: RunningHub) -> None:
             answer = await post(body)
             assert answer.status_code == 400, (body, answer.text)
             assert answer.json()["error"]["param"] == param, (body, answer.json())
-        not_json = await http.post("/v1/batches", content=b"[1,", headers={"content-type": "application/json"})
+        not_json = await http.post(
+            "/v1/batches", content=b"[1,", headers={"content-type": "application/json"}
+        )
         assert not_json.status_code == 400 and "detail" in not_json.json()
         assert (await post([chat])).status_code == 400
 
@@ -199,7 +244,9 @@ async def test_bad_batches_create_nothing(hub: RunningHub) -> None:
         ok = await post({"requests": [chat]})
         assert ok.status_code == 202
         bob = await hub.new_user("bob")
-        async with httpx.AsyncClient(base_url=hub.base_url, headers={"Authorization": f"Bearer {bob}"}) as other:
+        async with httpx.AsyncClient(
+            base_url=hub.base_url, headers={"Authorization": f"Bearer {bob}"}
+        ) as other:
             assert (await other.get(f"/v1/batches/{ok.json()['id']}")).status_code == 404
             assert (await other.post(f"/v1/batches/{ok.json()['id']}/cancel")).status_code == 404
             assert (await other.get("/v1/batches")).json()["data"] == []
@@ -213,8 +260,10 @@ JUNK: list[tuple[bytes, str]] = [
     (b'{"requests": null, "label": null}', "application/json"),
     (b'{"requests": [null, 1, "x", {"endpoint": null, "body": null}]}', "application/json"),
     (b'{"requests": [{"endpoint": "\\u0000", "body": {"model": "\\u0000"}}]}', "application/json"),
-    (b'{"requests": [{"endpoint": "/v1/chat/completions", "body": {"model": "m", "messages": [[[]]]}}]}',
-     "application/json"),
+    (
+        b'{"requests": [{"endpoint": "/v1/chat/completions", "body": {"model": "m", "messages": [[[]]]}}]}',
+        "application/json",
+    ),
     (b"model=m", "application/x-www-form-urlencoded"),
     (b"\x00\x01\x02", "application/octet-stream"),
 ]
@@ -228,10 +277,20 @@ async def test_no_500_for_junk_on_job_and_batch_routes(hub: RunningHub) -> None:
             answer = await http.post("/v1/batches", content=raw, headers={"content-type": content_type})
             if not 400 <= answer.status_code < 500:
                 failures.append(("/v1/batches", raw, answer.status_code, answer.text[:200]))
-        for path in ("/v1/jobs?limit=0", "/v1/jobs?limit=x", "/v1/jobs?status=%00", "/v1/jobs?active=maybe",
-                     "/v1/jobs/%00", "/v1/jobs/" + "x" * 5000, "/v1/jobs/job_x?wait=-1", "/v1/jobs/job_x?wait=x",
-                     "/v1/jobs/job_x/events", "/v1/jobs/summary?scope=all", "/v1/batches?limit=500",
-                     "/v1/batches/%ff"):
+        for path in (
+            "/v1/jobs?limit=0",
+            "/v1/jobs?limit=x",
+            "/v1/jobs?status=%00",
+            "/v1/jobs?active=maybe",
+            "/v1/jobs/%00",
+            "/v1/jobs/" + "x" * 5000,
+            "/v1/jobs/job_x?wait=-1",
+            "/v1/jobs/job_x?wait=x",
+            "/v1/jobs/job_x/events",
+            "/v1/jobs/summary?scope=all",
+            "/v1/batches?limit=500",
+            "/v1/batches/%ff",
+        ):
             answer = await http.get(path)
             if not 400 <= answer.status_code < 500:
                 failures.append((path, b"GET", answer.status_code, answer.text[:200]))

@@ -38,7 +38,11 @@ class Cli:
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         assert EXE.exists(), f"{EXE} is missing: install the package (make test does)"
         return subprocess.run(
-            [str(EXE), *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            [str(EXE), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
             env={**self.env, **(env or {})},
         )
 
@@ -185,7 +189,7 @@ def test_serve_prints_admin_key_once_and_revocation_reaches_the_hub(
         time.sleep(0.1)
     assert status == 401
     body = _models(base, key).json()
-    assert set(body) == {"detail"}
+    assert set(body) == {"detail", "error"} and body["error"]["type"] == "invalid_api_key"
     assert _models(base, admin_key).status_code == 200
 
     # A second start on the same database prints no key.
@@ -235,7 +239,9 @@ def test_invalid_settings_are_refused_clearly(cli: Cli) -> None:
 # --------------------------------------------------------------------------- --help
 
 
-def _commands(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def _commands(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
         for name, sub in sorted(command.commands.items()):
@@ -256,4 +262,6 @@ def test_help_of_every_command_lists_its_ic_variables(tmp_path: Path) -> None:
                 assert param.opts[-1] in text
         if path in ((), ("serve",)):
             for name in Settings.model_fields:
-                assert f"IC_{name.upper()}" in text, f"{' '.join(path) or 'top'} --help lacks IC_{name.upper()}"
+                assert f"IC_{name.upper()}" in text, (
+                    f"{' '.join(path) or 'top'} --help lacks IC_{name.upper()}"
+                )

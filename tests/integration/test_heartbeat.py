@@ -12,8 +12,14 @@ FULL = {
     "transport": "direct",
     "callback_url": "http://127.0.0.1:9",
     "version": "0.1.0",
-    "services": [{"type": "llm", "engine": "ollama", "max_concurrency": 2,
-                  "models": [{"id": "qwen3-8b", "context_length": 32768, "features": ["tools"]}]}],
+    "services": [
+        {
+            "type": "llm",
+            "engine": "ollama",
+            "max_concurrency": 2,
+            "models": [{"id": "qwen3-8b", "context_length": 32768, "features": ["tools"]}],
+        }
+    ],
     "health": {"load": [0.1, 0.2, 0.3]},
 }
 
@@ -33,21 +39,37 @@ async def test_full_heartbeat_registers_models(hub: RunningHub) -> None:
         again = (await http.post("/api/inference/agent/heartbeat", json=FULL)).json()
         assert again["provider_id"] == body["provider_id"]
         models = (await http.get("/v1/models")).json()["data"]
-        assert models == [{
-            "id": "qwen3-8b", "object": "model", "created": models[0]["created"], "owned_by": "home-rig",
-            "service_type": "llm", "input_modalities": ["text"], "output_modalities": ["text"],
-            "supported_features": ["tools"], "context_length": 32768,
-        }]
+        assert models == [
+            {
+                "id": "qwen3-8b",
+                "object": "model",
+                "created": models[0]["created"],
+                "owned_by": "home-rig",
+                "service_type": "llm",
+                "service_types": ["llm"],
+                "input_modalities": ["text"],
+                "output_modalities": ["text"],
+                "supported_features": ["tools"],
+                "context_length": 32768,
+                # the owner sees the engine's health the agent reported (none in this heartbeat)
+                "engine": {"name": "ollama", "reachable": None, "busy": None, "last_error": None},
+            }
+        ]
 
 
 async def test_legacy_heartbeat_becomes_llm(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
     async with _http(hub, key) as http:
-        legacy = {"name": "old-agent", "callback_url": "http://127.0.0.1:9",
-                  "models": [{"name": "llama3", "context_window": 8192}]}
+        legacy = {
+            "name": "old-agent",
+            "callback_url": "http://127.0.0.1:9",
+            "models": [{"name": "llama3", "context_window": 8192}],
+        }
         assert (await http.post("/api/inference/agent/heartbeat/", json=legacy)).status_code == 200
         models = (await http.get("/v1/models")).json()["data"]
-        assert [(m["id"], m["service_type"], m["context_length"]) for m in models] == [("llama3", "llm", 8192)]
+        assert [(m["id"], m["service_type"], m["context_length"]) for m in models] == [
+            ("llama3", "llm", 8192)
+        ]
 
 
 async def test_a_key_only_touches_its_own_providers(hub: RunningHub) -> None:
@@ -71,9 +93,18 @@ async def test_a_key_only_touches_its_own_providers(hub: RunningHub) -> None:
         ({"name": "x", "transport": "direct"}, "callback_url"),
         ({"name": "x", "callback_url": "ftp://h/"}, "callback_url"),
         ({"name": "x", "callback_url": "http://169.254.169.254/"}, "callback_url"),
-        ({"name": "x", "callback_url": "http://127.0.0.1:9", "services": [{"type": "teleport"}]}, "services.0.type"),
-        ({"name": "x", "callback_url": "http://127.0.0.1:9",
-          "services": [{"type": "llm", "max_concurrency": "many"}]}, "services.0.max_concurrency"),
+        (
+            {"name": "x", "callback_url": "http://127.0.0.1:9", "services": [{"type": "teleport"}]},
+            "services.0.type",
+        ),
+        (
+            {
+                "name": "x",
+                "callback_url": "http://127.0.0.1:9",
+                "services": [{"type": "llm", "max_concurrency": "many"}],
+            },
+            "services.0.max_concurrency",
+        ),
     ],
 )
 async def test_bad_heartbeats_are_400_naming_the_field(hub: RunningHub, payload: dict, param: str) -> None:  # type: ignore[type-arg]
@@ -91,18 +122,21 @@ async def test_heartbeat_needs_a_key(hub: RunningHub) -> None:
 
 
 async def test_callback_allow_and_deny_lists(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path / "data", callback_allow_cidrs=["10.0.0.0/8"],
-                             callback_deny_cidrs=["10.9.0.0/16"])
+    settings = make_settings(
+        tmp_path / "data", callback_allow_cidrs=["10.0.0.0/8"], callback_deny_cidrs=["10.9.0.0/16"]
+    )
     async with running_hub(settings) as hub:
         key = await hub.new_user("alice")
         async with _http(hub, key) as http:
             outside = await http.post("/api/inference/agent/heartbeat/", json=FULL)
             assert outside.status_code == 400 and "blocked" in outside.json()["error"]["message"]
-            denied = await http.post("/api/inference/agent/heartbeat/",
-                                     json={**FULL, "callback_url": "http://10.9.1.1:8000"})
+            denied = await http.post(
+                "/api/inference/agent/heartbeat/", json={**FULL, "callback_url": "http://10.9.1.1:8000"}
+            )
             assert denied.status_code == 400
-            allowed = await http.post("/api/inference/agent/heartbeat/",
-                                      json={**FULL, "callback_url": "http://10.1.2.3:8000"})
+            allowed = await http.post(
+                "/api/inference/agent/heartbeat/", json={**FULL, "callback_url": "http://10.1.2.3:8000"}
+            )
             assert allowed.status_code == 200
 
 
@@ -116,8 +150,10 @@ async def test_provider_goes_offline_after_the_window(tmp_path) -> None:  # type
             assert (await http.get("/v1/models")).json()["data"]
             await asyncio.sleep(0.7)
             assert (await http.get("/v1/models")).json()["data"] == []
-            chat = await http.post("/v1/chat/completions", json={"model": "qwen3-8b", "messages": [
-                {"role": "user", "content": "hi"}]})
+            chat = await http.post(
+                "/v1/chat/completions",
+                json={"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}]},
+            )
             assert chat.status_code == 404 and chat.json()["error"]["type"] == "no_provider"
 
 

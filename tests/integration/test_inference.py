@@ -10,16 +10,26 @@ import time
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration.conftest import Stack
 
-CHAT = [{"role": "user", "content": "hello hub"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello hub"}]
 
 
 async def test_models_lists_capabilities(stack: Stack) -> None:
     models = {m.id: m for m in (await stack.client().models.list()).data}
-    assert {"fake-chat", "fake-embed", "fake-whisper", "fake-tts", "fake-voice", "fake-image",
-            "fake-music", "fake-video", "fake-mesh"} <= set(models)
+    assert {
+        "fake-chat",
+        "fake-embed",
+        "fake-whisper",
+        "fake-tts",
+        "fake-voice",
+        "fake-image",
+        "fake-music",
+        "fake-video",
+        "fake-mesh",
+    } <= set(models)
     chat = models["fake-chat"].model_dump()
     assert chat["owned_by"] == "home-rig"
     assert chat["service_type"] == "llm"
@@ -45,7 +55,9 @@ async def test_chat_completion_sync_client(stack: Stack) -> None:
 async def test_chat_stream_arrives_before_generation_ends(stack: Stack) -> None:
     started = time.monotonic()
     stream = await stack.client().chat.completions.create(
-        model="fake-chat", messages=CHAT, stream=True,
+        model="fake-chat",
+        messages=CHAT,
+        stream=True,
         extra_body={"fake_chunks": 10, "fake_chunk_delay": 0.2},
     )
     first_at = None
@@ -64,8 +76,13 @@ async def test_completions_stream_and_not(stack: Stack) -> None:
     client = stack.client()
     answer = await client.completions.create(model="fake-chat", prompt="say something")
     assert "say something" in answer.choices[0].text
-    parts = [c.choices[0].text async for c in await client.completions.create(
-        model="fake-chat", prompt="streamed prompt", stream=True) if c.choices]
+    parts = [
+        c.choices[0].text
+        async for c in await client.completions.create(
+            model="fake-chat", prompt="streamed prompt", stream=True
+        )
+        if c.choices
+    ]
     assert "streamed" in "".join(parts)
 
 
@@ -77,16 +94,19 @@ async def test_embeddings(stack: Stack) -> None:
 async def test_transcription_multipart(stack: Stack) -> None:
     audio = b"RIFF" + bytes(range(256)) * 40
     answer = await stack.client().audio.transcriptions.create(
-        model="fake-whisper", file=("clip.wav", io.BytesIO(audio), "audio/wav"))
+        model="fake-whisper", file=("clip.wav", io.BytesIO(audio), "audio/wav")
+    )
     assert "clip.wav" in answer.text and str(len(audio)) in answer.text
     text = await stack.client().audio.transcriptions.create(
-        model="fake-whisper", file=("clip.wav", io.BytesIO(audio), "audio/wav"), response_format="srt")
+        model="fake-whisper", file=("clip.wav", io.BytesIO(audio), "audio/wav"), response_format="srt"
+    )
     assert "-->" in str(text)
 
 
 async def test_speech_bytes_are_stored_as_file(stack: Stack) -> None:
     async with stack.client().audio.speech.with_streaming_response.create(
-        model="fake-tts", voice="alloy", input="hello there") as response:
+        model="fake-tts", voice="alloy", input="hello there"
+    ) as response:
         audio = await response.read()
         file_id = response.headers["x-file-id"]
         file_url = response.headers["x-file-url"]
@@ -109,19 +129,22 @@ async def test_voices(stack: Stack) -> None:
 async def test_image_generation_url_and_b64(stack: Stack) -> None:
     client = stack.client()
     answer = await client.images.generate(model="fake-image", prompt="a red fox", n=2)
-    assert len(answer.data) == 2 and answer.data[0].url
+    assert answer.data and len(answer.data) == 2 and answer.data[0].url
     async with stack.http() as http:
         png = await http.get(answer.data[0].url)
     assert png.content.startswith(b"\x89PNG")
     b64 = await client.images.generate(model="fake-image", prompt="a red fox", response_format="b64_json")
+    assert b64.data
     assert base64.b64decode(b64.data[0].b64_json or "").startswith(b"\x89PNG")
 
 
 async def test_image_edit_multipart_with_several_images(stack: Stack) -> None:
     png = base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
     answer = await stack.client().images.edit(
-        model="fake-image", prompt="make it blue",
+        model="fake-image",
+        prompt="make it blue",
         image=[("a.png", io.BytesIO(png), "image/png"), ("b.png", io.BytesIO(png), "image/png")],
     )
     assert answer.data and answer.data[0].url
@@ -130,7 +153,9 @@ async def test_image_edit_multipart_with_several_images(stack: Stack) -> None:
 
 async def test_music_and_video(stack: Stack) -> None:
     async with stack.http() as http:
-        music = await http.post("/v1/music/generations", json={"model": "fake-music", "prompt": "lofi", "duration": 1})
+        music = await http.post(
+            "/v1/music/generations", json={"model": "fake-music", "prompt": "lofi", "duration": 1}
+        )
         assert music.status_code == 200 and music.content[:4] == b"RIFF" and music.headers["x-file-id"]
         video = await http.post("/v1/videos/generations", json={"model": "fake-video", "prompt": "waves"})
         assert video.status_code == 200 and video.headers["content-type"].startswith("video/mp4")
@@ -159,8 +184,11 @@ async def test_mesh_json_and_multipart(stack: Stack) -> None:
         assert item["type"] == "model/gltf-binary"
         glb = await http.get(item["url"])
         assert glb.content[:4] == b"glTF"
-        upload = await http.post("/v1/3d/generations", data={"model": "fake-mesh"},
-                                 files={"image": ("chair.png", b"\x89PNG....", "image/png")})
+        upload = await http.post(
+            "/v1/3d/generations",
+            data={"model": "fake-mesh"},
+            files={"image": ("chair.png", b"\x89PNG....", "image/png")},
+        )
         assert upload.status_code == 200, upload.text
 
 
@@ -175,16 +203,19 @@ async def test_errors_are_typed(stack: Stack) -> None:
         await client.chat.completions.create(model="fake-chat", messages=[])
     assert missing.value.body["param"] == "messages"  # type: ignore[index]
     async with stack.http() as http:
-        upstream = await http.post("/v1/chat/completions", json={
-            "model": "fake-chat", "messages": CHAT, "fake_fault": "status=500"})
+        upstream = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "fake_fault": "status=500"}
+        )
         assert upstream.status_code == 502 and upstream.json()["error"]["type"] == "upstream_error"
-        engine_400 = await http.post("/v1/chat/completions", json={
-            "model": "fake-chat", "messages": CHAT, "fake_fault": "status=400"})
+        engine_400 = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "fake_fault": "status=400"}
+        )
         assert engine_400.status_code == 400 and "error" in engine_400.json()
         wrong_type = await http.post("/v1/chat/completions", json={"model": 3, "messages": CHAT})
         assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "model"
-        not_json = await http.post("/v1/chat/completions", content=b"{nope",
-                                   headers={"content-type": "application/json"})
+        not_json = await http.post(
+            "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert not_json.status_code == 400 and "detail" in not_json.json()
         multipart_to_json = await http.post("/v1/chat/completions", files={"f": ("a", b"x")})
         assert multipart_to_json.status_code == 415
@@ -192,17 +223,22 @@ async def test_errors_are_typed(stack: Stack) -> None:
         assert json_to_multipart.status_code == 415
         no_file = await http.post("/v1/audio/transcriptions", data={"model": "fake-whisper"})
         assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
-        unicode = await http.post("/v1/chat/completions", json={
-            "model": "fake-chat", "messages": [{"role": "user", "content": "héllo 🌍 \u2028 ok"}]})
+        unicode = await http.post(
+            "/v1/chat/completions",
+            json={"model": "fake-chat", "messages": [{"role": "user", "content": "héllo 🌍 \u2028 ok"}]},
+        )
         assert unicode.status_code == 200 and "🌍" in unicode.json()["choices"][0]["message"]["content"]
-        queued = await http.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "async": 1})
+        queued = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "async": 1}
+        )
         assert queued.status_code == 400 and queued.json()["error"]["param"] == "async"
 
 
 async def test_unknown_fields_pass_through_and_async_is_stripped(stack: Stack) -> None:
     async with stack.http() as http:
-        answer = await http.post("/v1/chat/completions", json={
-            "model": "fake-chat", "messages": CHAT, "my_extension": {"x": 1}})
+        answer = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "my_extension": {"x": 1}}
+        )
         assert answer.status_code == 200
     last = stack.engine.stats.last_request
     assert last is not None
@@ -229,11 +265,18 @@ async def test_shared_provider_serves_others(stack: Stack) -> None:
 async def test_usage_is_recorded_off_the_request_path(stack: Stack) -> None:
     await stack.client().chat.completions.create(model="fake-chat", messages=CHAT)
     recorder = stack.hub.hub.usage
-    assert await recorder.flush() >= 0
     from inference_club.store import usage as usage_q
 
-    async with stack.hub.hub.database.read() as session:
-        rows = await usage_q.recent_usage(session, user_id=(await _user_id(stack)))
+    # The row is recorded when the relay ends, which may be just after the client has read
+    # the last byte: flush until it is there.
+    user_id = await _user_id(stack)
+    for _ in range(50):
+        assert await recorder.flush() >= 0
+        async with stack.hub.hub.database.read() as session:
+            rows = await usage_q.recent_usage(session, user_id=user_id)
+        if rows:
+            break
+        await asyncio.sleep(0.1)
     assert rows and rows[0].endpoint == "chat.completions" and rows[0].total_tokens
 
 
@@ -243,8 +286,11 @@ async def _user_id(stack: Stack) -> str:
 
 async def test_files_api(stack: Stack) -> None:
     async with stack.http() as http:
-        up = await http.post("/v1/files", files={"file": ("notes.txt", "héllo".encode(), "text/plain")},
-                             data={"purpose": "user_data"})
+        up = await http.post(
+            "/v1/files",
+            files={"file": ("notes.txt", "héllo".encode(), "text/plain")},
+            data={"purpose": "user_data"},
+        )
         assert up.status_code == 200, up.text
         file_id = up.json()["id"]
         listed = (await http.get("/v1/files")).json()["data"]
@@ -252,10 +298,25 @@ async def test_files_api(stack: Stack) -> None:
         share = (await http.post(f"/v1/files/{file_id}/share", json={"expires_in": 60})).json()
         async with httpx.AsyncClient() as anonymous:
             assert (await anonymous.get(share["url"])).content == "héllo".encode()
-            assert (await anonymous.get(share["url"].replace("signature=", "signature=0"))).status_code == 404
+            assert (await anonymous.get(share["url"].replace("sig=", "sig=0"))).status_code == 404
         bob = await stack.hub.new_user("bob")
         async with stack.http(bob) as other:
             assert (await other.get(f"/v1/files/{file_id}")).status_code == 404
             assert (await other.get(f"/v1/files/{file_id}/content")).status_code == 404
         assert (await http.delete(f"/v1/files/{file_id}")).json()["deleted"] is True
         assert (await http.get(f"/v1/files/{file_id}")).status_code == 404
+
+
+async def test_files_list_pages_like_jobs_and_batches(stack: Stack) -> None:
+    async with stack.http() as http:
+        ids = []
+        for name in ("a.txt", "b.txt", "c.txt"):
+            up = await http.post("/v1/files", files={"file": (name, b"x", "text/plain")})
+            ids.append(up.json()["id"])
+        first = (await http.get("/v1/files", params={"limit": 2})).json()
+        assert first["object"] == "list" and first["has_more"] is True
+        assert [f["id"] for f in first["data"]] == [ids[2], ids[1]]
+        assert (first["first_id"], first["last_id"]) == (ids[2], ids[1])
+        rest = (await http.get("/v1/files", params={"limit": 2, "after": first["last_id"]})).json()
+        assert [f["id"] for f in rest["data"]] == [ids[0]] and rest["has_more"] is False
+        assert rest["first_id"] == rest["last_id"] == ids[0]

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from inference_club.settings import Settings
 from inference_club.store import jobs as jobs_q
@@ -22,7 +23,7 @@ from inference_club.testing.fake_engine import Fault
 from tests.conftest import RunningHub, make_settings, running_hub
 from tests.integration.conftest import Stack, engine_server, run_agent, services_for
 
-CHAT = [{"role": "user", "content": "hello queue"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello queue"}]
 ENVELOPE_KEYS = {"id", "object", "status", "inference_type", "endpoint", "model", "created", "queued_at"}
 
 
@@ -39,14 +40,26 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @asynccontextmanager
-async def small_stack(hub: RunningHub, *, max_concurrency: int, types: list[str] | None = None,
-                      user: str = "alice", transport: str = "direct") -> AsyncIterator[Stack]:
+async def small_stack(
+    hub: RunningHub,
+    *,
+    max_concurrency: int,
+    types: list[str] | None = None,
+    user: str = "alice",
+    transport: str = "direct",
+) -> AsyncIterator[Stack]:
     key = await hub.new_user(user)
     async with AsyncExitStack() as exits:
         state, url = await exits.enter_async_context(engine_server())
-        agent = await exits.enter_async_context(run_agent(
-            hub.base_url, key, "rig", services_for(url, max_concurrency=max_concurrency, types=types),
-            transport=transport))
+        agent = await exits.enter_async_context(
+            run_agent(
+                hub.base_url,
+                key,
+                "rig",
+                services_for(url, max_concurrency=max_concurrency, types=types),
+                transport=transport,
+            )
+        )
         yield Stack(hub=hub, key=key, engine=state, engine_url=url, agents=[agent])
 
 
@@ -81,7 +94,8 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
 
 async def test_async_chat_with_the_sdk_raw_response(stack: Stack) -> None:
     raw = await stack.client().chat.completions.with_raw_response.create(
-        model="fake-chat", messages=CHAT, extra_body={"async": True})  # type: ignore[call-overload]
+        model="fake-chat", messages=CHAT, extra_body={"async": True}
+    )
     assert raw.http_response.status_code == 202
     envelope = raw.http_response.json()
     assert set(envelope) == ENVELOPE_KEYS
@@ -126,10 +140,12 @@ async def test_async_jobs_of_every_json_modality(stack: Stack) -> None:
         png = await http.get(images["result_url"])
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
-        for path, magic, kind in (("/v1/audio/speech", b"RIFF", "audio/"),
-                                  ("/v1/music/generations", b"RIFF", "audio/"),
-                                  ("/v1/videos/generations", None, "video/mp4"),
-                                  ("/v1/3d/generations", b"glTF", "model/gltf-binary")):
+        for path, magic, kind in (
+            ("/v1/audio/speech", b"RIFF", "audio/"),
+            ("/v1/music/generations", b"RIFF", "audio/"),
+            ("/v1/videos/generations", None, "video/mp4"),
+            ("/v1/3d/generations", b"glTF", "model/gltf-binary"),
+        ):
             job = jobs[path]
             assert job["result_url"] and job["files"], (path, job)
             content = await http.get(job["result_url"])
@@ -144,16 +160,20 @@ async def test_async_jobs_of_every_json_modality(stack: Stack) -> None:
 
 async def test_wait_returns_as_soon_as_the_job_ends(stack: Stack) -> None:
     async with stack.http() as http:
-        job = await submit(http, "/v1/chat/completions",
-                           {"model": "fake-chat", "messages": CHAT, "fake_fault": "latency=0.6"})
+        job = await submit(
+            http,
+            "/v1/chat/completions",
+            {"model": "fake-chat", "messages": CHAT, "fake_fault": "latency=0.6"},
+        )
         started = time.monotonic()
         done = await wait_job(http, job["id"], wait=30)
         elapsed = time.monotonic() - started
         assert done["status"] == "PROCESSED"
         assert 0.3 < elapsed < 5, elapsed
         # A short wait on a job that does not end returns its current state.
-        slow = await submit(http, "/v1/chat/completions",
-                            {"model": "fake-chat", "messages": CHAT, "fake_fault": "latency=5"})
+        slow = await submit(
+            http, "/v1/chat/completions", {"model": "fake-chat", "messages": CHAT, "fake_fault": "latency=5"}
+        )
         started = time.monotonic()
         current = await wait_job(http, slow["id"], wait=0.5)
         assert current["status"] in ("QUEUED", "PROCESSING") and time.monotonic() - started < 3
@@ -175,13 +195,15 @@ async def _events(http: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
 async def test_events_stream_arrives_in_order_across_a_retry(stack: Stack) -> None:
     stack.engine.add_fault(Fault(status=500, times=1, path="/v1/chat/completions"))
     async with stack.http() as http:
-        job = await submit(http, "/v1/chat/completions",
-                           {"model": "fake-chat", "messages": CHAT, "fake_chunk_delay": 0})
-        events = await asyncio.wait_for(_events(http, job["id"]), 20)
+        job = await submit(
+            http, "/v1/chat/completions", {"model": "fake-chat", "messages": CHAT, "fake_chunk_delay": 0}
+        )
+        async with asyncio.timeout(20):
+            events = await _events(http, job["id"])
     statuses = [(e["status"], e["attempts"]) for e in events]
     full = [("QUEUED", 0), ("PROCESSING", 1), ("QUEUED", 1), ("PROCESSING", 2), ("PROCESSED", 2)]
     # The stream may start after the first claim; from there on nothing is missed or reordered.
-    assert statuses == full[full.index(statuses[0]):], statuses
+    assert statuses == full[full.index(statuses[0]) :], statuses
     assert events[-1]["result"]["choices"]
     retried = next(e for e in events if e["status"] == "QUEUED" and e["attempts"] == 1)
     assert retried["error"]["type"] == "upstream_error" and retried["error"]["attempt"] == 1
@@ -211,14 +233,16 @@ async def test_transient_failures_back_off_then_fail_after_max_attempts(stack: S
         recovers = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "x"})
         done = await wait_job(http, recovers["id"])
         assert done["status"] == "PROCESSED" and done["attempts"] == 3, done
-        always = await submit(http, "/v1/embeddings",
-                              {"model": "fake-embed", "input": "x", "fake_fault": "status=500"})
+        always = await submit(
+            http, "/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "status=500"}
+        )
         failed = await wait_job(http, always["id"])
         assert failed["status"] == "FAILED" and failed["attempts"] == 3
         assert failed["error"]["type"] == "upstream_error" and failed["error"]["attempt"] == 3
         assert failed["result"] is None
-        rate_limited = await submit(http, "/v1/embeddings",
-                                    {"model": "fake-embed", "input": "x", "fake_fault": "status=429"})
+        rate_limited = await submit(
+            http, "/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "status=429"}
+        )
         assert (await wait_job(http, rate_limited["id"]))["attempts"] == 3
 
 
@@ -242,10 +266,13 @@ async def test_engine_4xx_fails_at_once_and_retry_runs_it_again(stack: Stack) ->
 
 @pytest.mark.parametrize("transport", ["direct", "tunnel"])
 async def test_cancel_queued_and_processing_jobs(hub: RunningHub, transport: str) -> None:
-    async with small_stack(hub, max_concurrency=1, types=["llm"], transport=transport) as stack, \
-            stack.http() as http:
-        running = await submit(http, "/v1/chat/completions",
-                               {"model": "fake-chat", "messages": CHAT, "fake_fault": "hang"})
+    async with (
+        small_stack(hub, max_concurrency=1, types=["llm"], transport=transport) as stack,
+        stack.http() as http,
+    ):
+        running = await submit(
+            http, "/v1/chat/completions", {"model": "fake-chat", "messages": CHAT, "fake_fault": "hang"}
+        )
         waiting = await submit(http, "/v1/chat/completions", {"model": "fake-chat", "messages": CHAT})
         await stack.engine.wait_until(lambda s: s.in_flight == 1)
         assert await status_of(http, running["id"]) == "PROCESSING"
@@ -267,17 +294,22 @@ async def test_cancel_queued_and_processing_jobs(hub: RunningHub, transport: str
 
 async def test_no_provider_at_submit(stack: Stack) -> None:
     async with stack.http() as http:
-        missing = await http.post("/v1/chat/completions",
-                                  json={"model": "nope", "messages": CHAT, "async": True})
+        missing = await http.post(
+            "/v1/chat/completions", json={"model": "nope", "messages": CHAT, "async": True}
+        )
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "no_provider"
-        wrong_type = await http.post("/v1/embeddings", json={"model": "fake-chat", "input": "x", "async": True})
+        wrong_type = await http.post(
+            "/v1/embeddings", json={"model": "fake-chat", "input": "x", "async": True}
+        )
         assert wrong_type.status_code == 404
         assert (await http.get("/v1/jobs")).json()["data"] == []
 
 
 async def test_queued_job_fails_no_provider_after_the_queue_timeout(hub: RunningHub) -> None:
     async with small_stack(hub, max_concurrency=1, types=["embedding"]) as stack, stack.http() as http:
-        busy = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "hang"})
+        busy = await submit(
+            http, "/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "hang"}
+        )
         await stack.engine.wait_until(lambda s: s.in_flight == 1)
         waiting = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "y"})
         hub.hub.registry.all()[0].last_seen = 0.0  # the provider drops out of the online window
@@ -294,23 +326,33 @@ async def test_queued_job_fails_no_provider_after_the_queue_timeout(hub: Running
 async def test_idempotency_key_reuse_and_conflict(stack: Stack) -> None:
     body = {"model": "fake-embed", "input": "same"}
     async with stack.http() as http:
-        first = await http.post("/v1/embeddings", json={**body, "async": True},
-                                headers={"Idempotency-Key": "k-1"})
+        first = await http.post(
+            "/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-1"}
+        )
         assert first.status_code == 202 and "idempotent-replayed" not in first.headers
         # Key order and the async flag do not change the request.
-        again = await http.post("/v1/embeddings", json={"async": True, "input": "same", "model": "fake-embed"},
-                                headers={"Idempotency-Key": "k-1"})
+        again = await http.post(
+            "/v1/embeddings",
+            json={"async": True, "input": "same", "model": "fake-embed"},
+            headers={"Idempotency-Key": "k-1"},
+        )
         assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
         assert again.headers["idempotent-replayed"] == "true"
-        other = await http.post("/v1/embeddings", json={**body, "input": "different", "async": True},
-                                headers={"Idempotency-Key": "k-1"})
+        other = await http.post(
+            "/v1/embeddings",
+            json={**body, "input": "different", "async": True},
+            headers={"Idempotency-Key": "k-1"},
+        )
         assert other.status_code == 409 and other.json()["error"]["type"] == "conflict"
-        other_endpoint = await http.post("/v1/chat/completions",
-                                         json={"model": "fake-chat", "messages": CHAT, "async": True},
-                                         headers={"Idempotency-Key": "k-1"})
+        other_endpoint = await http.post(
+            "/v1/chat/completions",
+            json={"model": "fake-chat", "messages": CHAT, "async": True},
+            headers={"Idempotency-Key": "k-1"},
+        )
         assert other_endpoint.status_code == 409
-        bad = await http.post("/v1/embeddings", json={**body, "async": True},
-                              headers={"Idempotency-Key": "x" * 300})
+        bad = await http.post(
+            "/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "x" * 300}
+        )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
         await wait_job(http, first.json()["id"])
         jobs = (await http.get("/v1/jobs")).json()["data"]
@@ -320,28 +362,37 @@ async def test_idempotency_key_reuse_and_conflict(stack: Stack) -> None:
     provider = stack.hub.hub.registry.all()[0]
     await stack.hub.hub.registry.set_visibility(provider.id, "shared")
     async with stack.http(bob) as other_user:
-        mine = await other_user.post("/v1/embeddings", json={**body, "input": "bob's", "async": True},
-                                     headers={"Idempotency-Key": "k-1"})
+        mine = await other_user.post(
+            "/v1/embeddings",
+            json={**body, "input": "bob's", "async": True},
+            headers={"Idempotency-Key": "k-1"},
+        )
         assert mine.status_code == 202 and mine.json()["id"] != first.json()["id"]
     # A replay answers the same job even after its provider went offline.
     await stack.agents[0].stop()
     provider.last_seen = 0.0
     async with stack.http() as http:
+
         async def offline() -> bool:
             return bool((await http.get("/v1/models")).json()["data"] == [])
+
         await until(offline)
-        replay = await http.post("/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-1"})
+        replay = await http.post(
+            "/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-1"}
+        )
         assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]
-        fresh = await http.post("/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-2"})
+        fresh = await http.post(
+            "/v1/embeddings", json={**body, "async": True}, headers={"Idempotency-Key": "k-2"}
+        )
         assert fresh.status_code == 404 and fresh.json()["error"]["type"] == "no_provider"
 
 
 async def test_concurrent_submissions_with_one_key_make_one_job(stack: Stack) -> None:
     body = {"model": "fake-embed", "input": "race", "async": True}
     async with stack.http() as http:
-        answers = await asyncio.gather(*[
-            http.post("/v1/embeddings", json=body, headers={"Idempotency-Key": "race"}) for _ in range(8)
-        ])
+        answers = await asyncio.gather(
+            *[http.post("/v1/embeddings", json=body, headers={"Idempotency-Key": "race"}) for _ in range(8)]
+        )
         assert {a.status_code for a in answers} == {202}
         assert len({a.json()["id"] for a in answers}) == 1
 
@@ -351,10 +402,13 @@ async def test_concurrent_submissions_with_one_key_make_one_job(stack: Stack) ->
 
 async def test_list_filters_cursor_and_summary(stack: Stack) -> None:
     async with stack.http() as http:
-        ids = [(await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": str(i)}))["id"]
-               for i in range(5)]
-        failing = await submit(http, "/v1/embeddings",
-                               {"model": "fake-embed", "input": "x", "fake_fault": "status=404"})
+        ids = [
+            (await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": str(i)}))["id"]
+            for i in range(5)
+        ]
+        failing = await submit(
+            http, "/v1/embeddings", {"model": "fake-embed", "input": "x", "fake_fault": "status=404"}
+        )
         for job_id in [*ids, failing["id"]]:
             await wait_job(http, job_id)
         page = (await http.get("/v1/jobs", params={"limit": 4})).json()
@@ -378,12 +432,19 @@ async def test_list_filters_cursor_and_summary(stack: Stack) -> None:
 
 async def test_file_upload_endpoints_refuse_async(stack: Stack) -> None:
     async with stack.http() as http:
-        answer = await http.post("/v1/audio/transcriptions", data={"model": "fake-whisper", "async": "true"},
-                                 files={"file": ("a.wav", b"RIFF....", "audio/wav")})
+        answer = await http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "fake-whisper", "async": "true"},
+            files={"file": ("a.wav", b"RIFF....", "audio/wav")},
+        )
         assert answer.status_code == 400 and answer.json()["error"]["param"] == "async"
-        wrong = await http.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "async": "yes"})
+        wrong = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "async": "yes"}
+        )
         assert wrong.status_code == 400
-        invalid = await http.post("/v1/chat/completions", json={"model": "fake-chat", "messages": [], "async": True})
+        invalid = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": [], "async": True}
+        )
         assert invalid.status_code == 400 and invalid.json()["error"]["param"] == "messages"
         assert (await http.get("/v1/jobs")).json()["data"] == []
 
@@ -400,17 +461,23 @@ async def test_two_users_queueing_100_jobs_each_are_interleaved(hub: RunningHub)
         batch = {"requests": [{"endpoint": "/v1/embeddings", "body": body}] * 100}
         async with stack.http() as alice_http, stack.http(bob) as bob_http:
             first, second = await asyncio.gather(
-                alice_http.post("/v1/batches", json=batch), bob_http.post("/v1/batches", json=batch))
+                alice_http.post("/v1/batches", json=batch), bob_http.post("/v1/batches", json=batch)
+            )
             assert first.status_code == second.status_code == 202
             for http, batch_id in ((alice_http, first.json()["id"]), (bob_http, second.json()["id"])):
+
                 async def done(http: httpx.AsyncClient = http, batch_id: str = batch_id) -> bool:
                     return bool((await http.get(f"/v1/batches/{batch_id}")).json()["status"] == "DONE")
+
                 await until(done, timeout=60)
         async with hub.hub.database.read() as session:
-            rows = [j for b in (first.json()["id"], second.json()["id"])
-                    for j in await jobs_q.batch_jobs(session, batch_id=b)]
+            rows = [
+                j
+                for b in (first.json()["id"], second.json()["id"])
+                for j in await jobs_q.batch_jobs(session, batch_id=b)
+            ]
         assert all(j.status == "PROCESSED" for j in rows)
-        order = [j.user_id for j in sorted(rows, key=lambda j: j.started_at)]
+        order = [j.user_id for j in sorted(rows, key=lambda j: j.started_at or j.created_at)]
         bob_id = next(j.user_id for j in rows if j.batch_id == second.json()["id"])
         start = order.index(bob_id)
         # From bob's first job until one user runs out, nobody gets more than 2 turns in a row.
@@ -435,12 +502,18 @@ async def test_shutdown_drains_running_jobs_and_hands_the_rest_back(tmp_path: Pa
         hub = await first.__aenter__()
         try:
             key = await hub.new_user("alice")
-            await exits.enter_async_context(run_agent(hub.base_url, key, "rig", services_for(url, types=["embedding"])))
-            async with httpx.AsyncClient(base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
-                quick = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "q",
-                                                              "fake_fault": "latency=0.2"})
-                slow = await submit(http, "/v1/embeddings", {"model": "fake-embed", "input": "s",
-                                                             "fake_fault": "latency=3"})
+            await exits.enter_async_context(
+                run_agent(hub.base_url, key, "rig", services_for(url, types=["embedding"]))
+            )
+            async with httpx.AsyncClient(
+                base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}
+            ) as http:
+                quick = await submit(
+                    http, "/v1/embeddings", {"model": "fake-embed", "input": "q", "fake_fault": "latency=0.2"}
+                )
+                slow = await submit(
+                    http, "/v1/embeddings", {"model": "fake-embed", "input": "s", "fake_fault": "latency=3"}
+                )
                 await engine.wait_until(lambda s: s.in_flight == 2)
         finally:
             await first.__aexit__(None, None, None)  # the hub stops while the agent still runs
@@ -458,7 +531,11 @@ async def test_shutdown_drains_running_jobs_and_hands_the_rest_back(tmp_path: Pa
         assert drained is not None and drained.status == "PROCESSED"
         assert handed_back is not None and handed_back.status == "QUEUED" and handed_back.attempts == 0
         async with running_hub(settings) as again:
-            async with run_agent(again.base_url, key, "rig", services_for(url, types=["embedding"])), \
-                    httpx.AsyncClient(base_url=again.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+            async with (
+                run_agent(again.base_url, key, "rig", services_for(url, types=["embedding"])),
+                httpx.AsyncClient(
+                    base_url=again.base_url, headers={"Authorization": f"Bearer {key}"}
+                ) as http,
+            ):
                 done = await wait_job(http, slow["id"])
                 assert done["status"] == "PROCESSED" and done["attempts"] == 1

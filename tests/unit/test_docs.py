@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import click
 import pytest
 
+from inference_club.agent.tunnel import PROTOCOL_VARIABLE
 from inference_club.errors import ALL_ERRORS, HubError
+from inference_club.netpool import DEFAULT_TRANSPORT, TRANSPORT_VARIABLE, TransportKind
 from inference_club.settings import Settings
 from inference_club.surfaces.app import create_app
 from inference_club.surfaces.cli import main
+from inference_club.tunnel.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -46,10 +50,28 @@ def test_configuration_md_documents_no_stale_setting() -> None:
         assert variable == f"IC_{field.upper()}"
 
 
+def test_the_http_transport_variable_is_documented_with_every_choice() -> None:
+    section = _sections(_read("configuration.md"))["HTTP client transport (hub and agent)"]
+    assert f"`{TRANSPORT_VARIABLE}`" in section and f"- `{DEFAULT_TRANSPORT}` (the default):" in section
+    for kind in get_args(TransportKind):
+        assert re.search(rf"^- `{kind}`[ :]", section, re.M), f"{TRANSPORT_VARIABLE}={kind} is not documented"
+
+
+def test_the_tunnel_protocol_variable_is_documented_with_every_version() -> None:
+    section = _sections(_read("configuration.md"))["Tunnel protocol version (agent)"]
+    assert f"`{PROTOCOL_VARIABLE}`" in section and f"- `{PROTOCOL_VERSION}` (the default):" in section
+    for version in SUPPORTED_VERSIONS:
+        assert re.search(rf"^- `{version}`[ :]", section, re.M), (
+            f"{PROTOCOL_VARIABLE}={version} is not documented"
+        )
+
+
 # --------------------------------------------------------------------------- CLI
 
 
-def _walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def _walk(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
         for name, sub in sorted(command.commands.items()):
@@ -62,8 +84,16 @@ LEAVES = [(path, cmd) for path, cmd in COMMANDS if not isinstance(cmd, click.Gro
 
 def test_the_cli_tree_is_walked() -> None:
     names = {" ".join(path) for path, _ in LEAVES}
-    assert {"serve", "migrate", "users create", "users list", "keys create", "keys list", "keys revoke",
-            "agent"} <= names
+    assert {
+        "serve",
+        "migrate",
+        "users create",
+        "users list",
+        "keys create",
+        "keys list",
+        "keys revoke",
+        "agent",
+    } <= names
 
 
 @pytest.mark.parametrize("path", [" ".join(p) for p, _ in COMMANDS if p])
@@ -72,7 +102,9 @@ def test_every_command_is_in_cli_md(path: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "command"), LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
-def test_every_option_of_every_command_is_in_its_section(path: tuple[str, ...], command: click.Command) -> None:
+def test_every_option_of_every_command_is_in_its_section(
+    path: tuple[str, ...], command: click.Command
+) -> None:
     heading = f"inference-club {' '.join(path)}"
     sections = _sections(_read("cli.md"))
     assert heading in sections, f"docs/cli.md has no '## {heading}' section"
@@ -151,3 +183,37 @@ def test_every_path_of_the_app_is_in_api_md(tmp_path: Path) -> None:
         if not _documented(text, method.upper(), path)
     ]
     assert not missing, f"endpoints missing from docs/api.md: {missing}"
+
+
+def test_code_and_docs_stand_on_their_own() -> None:
+    """The repository is the contract its reader has: no citations of an outside spec's sections."""
+    root = DOCS.parent
+    files = [
+        root / "README.md",
+        *DOCS.rglob("*.md"),
+        *(root / "inference_club").rglob("*.py"),
+        *(root / "tests").rglob("*.py"),
+        *(root / "bench").rglob("*.py"),
+        *(root / "bench").rglob("*.md"),
+    ]
+    pattern = re.compile("SPEC" + r"\s*§")  # split so this file does not match itself
+    cited = [str(f.relative_to(root)) for f in files if pattern.search(f.read_text(encoding="utf-8"))]
+    assert not cited, f"cite docs/ instead of an outside spec in: {cited}"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_the_grafana_dashboard_uses_only_documented_metrics() -> None:
+    import json
+
+    dashboard = json.loads(_read("grafana-dashboard.json"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {
+        re.sub(r"_(bucket|count|sum)$", "", name) for e in exprs for name in re.findall(r"\bic_[a-z_]+", e)
+    }
+    documented = set(re.findall(r"^\| `(ic_[a-z_]+)` \|", _read("operations.md"), re.M))
+    assert used, "no metric found in docs/grafana-dashboard.json"
+    assert used <= documented, (
+        f"dashboard metrics missing from docs/operations.md: {sorted(used - documented)}"
+    )

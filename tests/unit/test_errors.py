@@ -1,4 +1,4 @@
-"""The error tree (SPEC §4) and its rendering in one place."""
+"""The error tree (docs/errors.md) and its rendering in one place."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from inference_club.errors import (
 )
 from inference_club.surfaces.http import error_handlers
 
-# SPEC §4 (type → HTTP), plus authentication and the too_large batch type of §8.
-SPEC_TYPES: dict[str, set[int]] = {
+# The documented error types (type → HTTP): inference, authentication, the too_large
+# batch type and the services_unavailable type of workflow runs.
+DOCUMENTED_TYPES: dict[str, set[int]] = {
     "no_provider": {404},
     "upstream_error": {502, 504},
     "invalid_request": {400},
@@ -43,8 +44,10 @@ SPEC_TYPES: dict[str, set[int]] = {
     "not_found": {404},
     "conflict": {409},
     "invalid_spec": {400},
+    "invalid_script": {400},  # the dialogue rules of /v1/voice/generations
     "too_large": {400},
-    "authentication_error": {401},
+    "invalid_api_key": {401},
+    "services_unavailable": {409},
 }
 
 
@@ -52,7 +55,7 @@ def test_every_spec_type_has_a_class_with_its_status() -> None:
     seen: dict[str, set[int]] = {}
     for cls in ALL_ERRORS:
         seen.setdefault(cls.type, set()).add(cls.status)
-    assert seen == SPEC_TYPES
+    assert seen == DOCUMENTED_TYPES
 
 
 def test_tree_shape() -> None:
@@ -94,20 +97,39 @@ def test_envelope_body() -> None:
         }
     }
     assert NotFound("gone", code="x").body()["error"] == {
-        "message": "gone", "type": "not_found", "param": None, "code": "x",
+        "message": "gone",
+        "type": "not_found",
+        "param": None,
+        "code": "x",
     }
 
 
-def test_detail_shapes() -> None:
-    assert AuthError().body() == {"detail": "Invalid or missing API key."}
+def test_detail_shapes_carry_the_envelope_too() -> None:
+    assert AuthError().body() == {
+        "detail": "Invalid or missing API key.",
+        "error": {
+            "message": "Invalid or missing API key.",
+            "type": "invalid_api_key",
+            "param": None,
+            "code": "invalid_api_key",
+        },
+    }
     assert AuthError().headers == {"WWW-Authenticate": "Bearer"}
-    assert MalformedBody("Request body is not valid JSON").body() == {"detail": "Request body is not valid JSON"}
+    malformed = MalformedBody("Request body is not valid JSON").body()
+    assert malformed["detail"] == malformed["error"]["message"] == "Request body is not valid JSON"
+    assert malformed["error"]["type"] == "invalid_request"
     assert MalformedBody("x").status_code == 400
 
 
 def test_upstream_status_passes_through() -> None:
-    body = {"error": {"message": "bad temperature", "type": "invalid_request_error", "param": "temperature",
-                      "code": None}}
+    body = {
+        "error": {
+            "message": "bad temperature",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": None,
+        }
+    }
     error = UpstreamStatus(422, body, "bad temperature")
     assert error.status_code == 422
     assert error.body() is body
@@ -129,7 +151,9 @@ ERROR_SAMPLES: dict[str, HubError] = {
     "busy": Busy("all full", headers={"Retry-After": "30"}),
     "upstream": UpstreamError("engine failed"),
     "timeout": UpstreamTimeout("engine slow"),
-    "status": UpstreamStatus(418, {"error": {"message": "teapot", "type": "x", "param": None, "code": None}}, "t"),
+    "status": UpstreamStatus(
+        418, {"error": {"message": "teapot", "type": "x", "param": None, "code": None}}, "t"
+    ),
 }
 
 
@@ -167,10 +191,9 @@ async def test_rendered_in_one_place(app: FastAPI, name: str) -> None:
     assert response.json() == error.body()
     for header, value in error.headers.items():
         assert response.headers[header] == value
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     if error.shape == "detail":
-        assert set(response.json()) == {"detail"}
-    else:
-        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert set(response.json()) == {"detail", "error"}
 
 
 async def test_unexpected_exception_is_a_generic_500_envelope(app: FastAPI) -> None:
@@ -193,7 +216,10 @@ async def test_validation_errors_become_invalid_request_naming_param(app: FastAP
     assert (await _get(app, "/typed?limit=5")).json() == {"limit": 5}
 
 
-async def test_unknown_path_and_method_answer_detail(app: FastAPI) -> None:
+async def test_unknown_path_and_method_answer_detail_and_envelope(app: FastAPI) -> None:
     response = await _get(app, "/nope")
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not Found"}
+    assert response.json() == {
+        "detail": "Not Found",
+        "error": {"message": "Not Found", "type": "not_found", "param": None, "code": None},
+    }

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from inference_club.netpool import ShardedTransport, pooled_client
+from inference_club.http1 import Http1Transport
+from inference_club.netpool import (
+    DEFAULT_TRANSPORT,
+    TRANSPORT_VARIABLE,
+    ShardedTransport,
+    pooled_transport,
+    transport_kind,
+)
 from inference_club.testing.servers import serve_app
 
 
@@ -22,8 +30,10 @@ async def _peer(request: Request) -> PlainTextResponse:
 async def test_requests_spread_over_shards_and_reuse_connections() -> None:
     app = Starlette(routes=[Route("/", _peer)])
     async with serve_app(app) as url:
-        client = pooled_client(timeout=httpx.Timeout(5), limits=httpx.Limits(max_connections=8), shards=4)
-        async with client:
+        transport = ShardedTransport(limits=httpx.Limits(max_connections=8), shards=4)
+        async with httpx.AsyncClient(
+            transport=transport, timeout=httpx.Timeout(5), trust_env=False
+        ) as client:
             ports = [(await client.get(url)).text for _ in range(12)]
             # Sequential requests cycle over 4 pools, each keeping its connection alive.
             assert len(set(ports)) == 4
@@ -32,7 +42,37 @@ async def test_requests_spread_over_shards_and_reuse_connections() -> None:
 
 
 def test_limits_are_shared_out() -> None:
-    transport = ShardedTransport(limits=httpx.Limits(max_connections=10, max_keepalive_connections=3), shards=4)
+    transport = ShardedTransport(
+        limits=httpx.Limits(max_connections=10, max_keepalive_connections=3), shards=4
+    )
     pools = [shard._pool for shard in transport._shards]
     assert [p._max_connections for p in pools] == [3, 3, 3, 3]
     assert [p._max_keepalive_connections for p in pools] == [1, 1, 1, 1]
+
+
+def test_the_shards_share_one_tls_context() -> None:
+    # Building a context reads the CA bundle; one per shard made every hub start slow.
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=8), shards=4)
+    contexts = {id(shard._pool._ssl_context) for shard in transport._shards}
+    assert len(contexts) == 1
+
+
+async def test_the_lean_transport_is_chosen_by_default_and_httpx_on_request() -> None:
+    limits = httpx.Limits(max_connections=4)
+    assert transport_kind({}) == transport_kind({TRANSPORT_VARIABLE: " "}) == DEFAULT_TRANSPORT
+    assert transport_kind({TRANSPORT_VARIABLE: "HTTPX"}) == "httpx"
+    lean = pooled_transport(limits=limits, shards=2, kind="lean")
+    plain = pooled_transport(limits=limits, shards=2, kind="httpx")
+    assert isinstance(lean, Http1Transport) and isinstance(plain, ShardedTransport)
+    app = Starlette(routes=[Route("/", _peer)])
+    async with serve_app(app) as url:
+        for transport in (lean, plain):
+            async with httpx.AsyncClient(
+                transport=transport, timeout=httpx.Timeout(5), trust_env=False
+            ) as client:
+                assert (await client.get(url)).status_code == 200
+
+
+def test_an_unknown_transport_is_refused_with_the_variable_named() -> None:
+    with pytest.raises(ValueError, match=TRANSPORT_VARIABLE):
+        transport_kind({TRANSPORT_VARIABLE: "h2"})

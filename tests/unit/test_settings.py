@@ -19,11 +19,24 @@ ENV_SAMPLES: dict[str, tuple[str, object]] = {
     "data_dir": ("/srv/ic-data", Path("/srv/ic-data")),
     "database_url": ("postgresql://u:p@db:5432/hub", "postgresql://u:p@db:5432/hub"),
     "redis_url": ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    "internal_url": ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),
+    "cluster_secret": ("c" * 40, "c" * 40),
+    "replica_id": ("hub-2.eu", "hub-2.eu"),
     "public_url": ("https://hub.example.org", "https://hub.example.org"),
     "secret_key": ("s" * 40, "s" * 40),
     "log_level": ("debug", "debug"),
+    "log_format": ("json", "json"),
+    "metrics_token": ("t" * 24, "t" * 24),
     "callback_allow_cidrs": ("10.0.0.0/8", ["10.0.0.0/8"]),
     "callback_deny_cidrs": ("192.168.0.0/16,fe80::/10", ["192.168.0.0/16", "fe80::/10"]),
+    "allow_private_callbacks": ("true", True),
+    "s3_endpoint": ("https://s3.eu-west-1.amazonaws.com", "https://s3.eu-west-1.amazonaws.com"),
+    "s3_bucket": ("club-files", "club-files"),
+    "s3_region": ("eu-west-1", "eu-west-1"),
+    "s3_access_key_id": ("AKIAEXAMPLE", "AKIAEXAMPLE"),
+    "s3_secret_access_key": ("x" * 40, "x" * 40),
+    "s3_prefix": ("club/files/", "club/files/"),
+    "s3_presigned_downloads": ("true", True),
 }
 
 
@@ -115,7 +128,53 @@ def test_production_accepts_a_long_secret() -> None:
     Settings(environment="production", secret_key="x" * 32).check_safe()
 
 
-def test_production_refused_by_env_and_by_the_app_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cluster_secret", [None, "", "x" * 31])
+def test_production_with_redis_refuses_missing_or_short_cluster_secret(cluster_secret: str | None) -> None:
+    settings = Settings(
+        environment="production",
+        secret_key="x" * 32,
+        redis_url="redis://127.0.0.1:6379/0",
+        cluster_secret=cluster_secret,
+    )
+    with pytest.raises(UnsafeSettings, match="IC_CLUSTER_SECRET"):
+        settings.check_safe()
+
+
+def test_cluster_secret_is_needed_only_with_redis_in_production() -> None:
+    Settings(environment="production", secret_key="x" * 32).check_safe()
+    Settings(redis_url="redis://127.0.0.1:6379/0").check_safe()  # development
+    Settings(
+        environment="production",
+        secret_key="x" * 32,
+        redis_url="redis://127.0.0.1:6379/0",
+        cluster_secret="c" * 32,
+    ).check_safe()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "internal_url", "expected"),
+    [
+        ("10.0.0.5", 8000, None, "http://10.0.0.5:8000"),
+        ("::1", 8001, None, "http://[::1]:8001"),
+        ("127.0.0.1", 8000, "http://hub-1.internal:9000/", "http://hub-1.internal:9000"),
+    ],
+)
+def test_effective_internal_url(host: str, port: int, internal_url: str | None, expected: str) -> None:
+    settings = Settings(host=host, port=port, internal_url=internal_url)
+    assert settings.effective_internal_url() == expected
+
+
+def test_internal_url_on_every_interface_names_the_machine() -> None:
+    import socket
+
+    assert (
+        Settings(host="0.0.0.0", port=8000).effective_internal_url() == f"http://{socket.gethostname()}:8000"
+    )
+
+
+def test_production_refused_by_env_and_by_the_app_factory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("IC_ENVIRONMENT", "production")
     monkeypatch.setenv("IC_SECRET_KEY", "too-short")
     with pytest.raises(UnsafeSettings):
@@ -167,9 +226,12 @@ def test_invalid_cidrs_are_refused_naming_the_field(raw: str, monkeypatch: pytes
         ("online_window_s", "0"),
         ("max_body_bytes", "-1"),
         ("breaker_failures", "0"),
+        ("replica_id", "hub a"),
     ],
 )
-def test_invalid_values_are_refused_naming_the_field(field: str, raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_values_are_refused_naming_the_field(
+    field: str, raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(f"IC_{field.upper()}", raw)
     with pytest.raises(ValidationError, match=field):
         Settings()
@@ -178,3 +240,21 @@ def test_invalid_values_are_refused_naming_the_field(field: str, raw: str, monke
 def test_every_field_is_described() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"Settings.{name} has no description"
+
+
+def test_private_callbacks_follow_the_environment_unless_set() -> None:
+    assert Settings(environment="development").private_callbacks_allowed is True
+    production = {"environment": "production", "secret_key": "s" * 40}
+    assert Settings(**production).private_callbacks_allowed is False  # type: ignore[arg-type]
+    assert Settings(**production, allow_private_callbacks=True).private_callbacks_allowed is True  # type: ignore[arg-type]
+    assert Settings(allow_private_callbacks=False).private_callbacks_allowed is False
+
+
+def test_an_unknown_log_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IC_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings()
+
+
+def test_the_metrics_token_is_not_in_the_settings_repr() -> None:
+    assert "t" * 24 not in repr(Settings(metrics_token="t" * 24))

@@ -7,7 +7,8 @@ failure safe to retry on another provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +42,38 @@ class UpstreamResponse(Protocol):
 
 class TransportUnavailable(Exception):
     """The provider could not be reached; nothing was received. Safe to fail over."""
+
+
+class BadResponseHead(TransportUnavailable):
+    """The agent's status or headers cannot be relayed; nothing of the answer was used."""
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters (tab aside): CR and LF end a header line, NUL ends it for many parsers.
+_CONTROL_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Relayed headers must also fit HTTP's latin-1 text.
+_RELAYED = frozenset({"content-type"})
+_NOT_LATIN1 = re.compile(r"[^\x00-\xff]")
+
+
+def check_response_head(provider: str, status: int, headers: Iterable[tuple[str, str]]) -> None:
+    """Refuse a head that would break the client's connection or smuggle headers.
+
+    Informational statuses (1xx) are not answers; CR, LF, NUL and other control
+    characters in a header would split or end the hub's own response head.
+    """
+    if not 200 <= status <= 599:
+        raise BadResponseHead(f"provider {provider!r} answered status {status}, which is not a final answer")
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise BadResponseHead(f"provider {provider!r} sent an invalid header name {name[:40]!r}")
+        bad = _CONTROL_CHAR.search(value)
+        if bad is None and name.lower() in _RELAYED:
+            bad = _NOT_LATIN1.search(value)
+        if bad is not None:
+            raise BadResponseHead(
+                f"provider {provider!r} sent header {name!r} with a forbidden character {bad.group()!r}"
+            )
 
 
 class TransportTimeout(Exception):

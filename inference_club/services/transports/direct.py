@@ -3,32 +3,44 @@
 Wire contract (docs/agent-protocol.md): ``{METHOD} {callback_url}/relay/{type}{path}``
 with ``x-ic-agent-secret``, ``x-ic-model`` and ``x-request-id``; the agent answers
 with the engine's status, headers and body, streamed.
+
+The URL is built from the parsed callback URL's parts, and the connection goes to an
+address the callback policy checked just now (names are re-resolved, so a name that
+re-binds into a blocked network after the heartbeat is refused here).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 
+from inference_club.domain.callback_url import CallbackUrl, IPAddress, parse_callback_url
+from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
 from inference_club.domain.providers import ProviderState
+from inference_club.errors import InvalidRequest
+from inference_club.services.callback_policy import CallbackBlocked, CallbackPolicy
 from inference_club.services.transports.base import (
+    BadResponseHead,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
+    check_response_head,
 )
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length",
-     "content-encoding", "date", "server"}
-)
+log = logging.getLogger("inference_club.direct")
 
 
 class DirectResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
-        self.headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP]
+        # Latin-1, byte for byte: httpx would decode UTF-8 into text HTTP cannot carry back out.
+        self.raw_headers = [
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw
+        ]
+        self.headers = [(k, v) for k, v in self.raw_headers if k.lower() not in ANSWER_HEADERS_NOT_RELAYED]
         self.agent_error = response.headers.get("x-ic-agent-error") == "1"
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
@@ -48,27 +60,66 @@ class DirectResponse:
 class DirectTransport:
     name = "direct"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, policy: CallbackPolicy) -> None:
         self._client = client
+        self._policy = policy
 
     async def send(self, provider: ProviderState, request: UpstreamRequest) -> DirectResponse:
+        target, addresses = await self._checked_target(provider)
+        path, _, query = request.path.partition("?")
+        # As bytes: a model id may be any UTF-8 text, and httpx would encode a str as ASCII.
+        headers = [(b"host", target.netloc.encode())]
+        headers += [(k.encode(), v.encode()) for k, v in request.headers.items() if k.lower() != "host"]
+        headers += [
+            (b"x-ic-agent-secret", provider.agent_secret.encode()),
+            (b"x-ic-model", request.model.encode()),
+            (b"x-request-id", request.request_id.encode()),
+        ]
+        # The certificate is still checked against the name the agent registered.
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
+        for index, address in enumerate(addresses):
+            url = httpx.URL(
+                scheme=target.scheme,
+                host=str(address),
+                port=target.port,
+                path=target.relay_path(request.service_type, path),
+            )
+            if query:
+                url = url.copy_with(query=query.encode("ascii", "replace"))
+            built = self._client.build_request(
+                request.method, url, headers=headers, content=request.body(), extensions=extensions
+            )
+            try:
+                response = await self._client.send(built, stream=True)
+            except httpx.ConnectError:
+                if index + 1 < len(addresses):
+                    continue  # the name has another checked address: try it
+                raise TransportUnavailable(f"provider {provider.name!r} refused the connection") from None
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                    raise TransportUnavailable(f"connect to {provider.name!r} timed out") from exc
+                raise TransportTimeout(f"provider {provider.name!r} did not answer in time") from exc
+            except httpx.HTTPError as exc:
+                raise TransportUnavailable(f"provider {provider.name!r} unreachable: {exc!r}") from exc
+            answer = DirectResponse(response)
+            try:
+                check_response_head(provider.name, answer.status, answer.raw_headers)
+            except BadResponseHead:
+                await response.aclose()
+                raise
+            return answer
+        raise TransportUnavailable(f"provider {provider.name!r} has no address")
+
+    async def _checked_target(self, provider: ProviderState) -> tuple[CallbackUrl, list[IPAddress]]:
+        """The parsed callback URL and the addresses it reaches, checked just now."""
         if not provider.callback_url:
             raise TransportUnavailable(f"provider {provider.name!r} has no callback_url")
-        url = f"{provider.callback_url.rstrip('/')}/relay/{request.service_type}{request.path}"
-        headers = dict(request.headers)
-        headers["x-ic-agent-secret"] = provider.agent_secret
-        headers["x-ic-model"] = request.model
-        headers["x-request-id"] = request.request_id
-        built = self._client.build_request(request.method, url, headers=headers, content=request.body())
         try:
-            response = await self._client.send(built, stream=True)
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise TransportUnavailable(f"connect to {provider.name!r} timed out") from exc
-            raise TransportTimeout(f"provider {provider.name!r} did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise TransportUnavailable(f"provider {provider.name!r} unreachable: {exc!r}") from exc
-        return DirectResponse(response)
+            target = parse_callback_url(provider.callback_url)
+            return target, await self._policy.addresses(target)
+        except (InvalidRequest, CallbackBlocked) as exc:
+            log.warning("not calling provider %r: %s", provider.name, exc)
+            raise TransportUnavailable(f"provider {provider.name!r} callback refused: {exc}") from None
 
     async def aclose(self) -> None:
         """The shared client is owned by the container."""

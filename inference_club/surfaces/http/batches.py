@@ -1,4 +1,4 @@
-"""``/v1/batches``: up to 256 jobs at once (SPEC §8)."""
+"""``/v1/batches``: up to 256 jobs at once."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse
 
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+from inference_club.surfaces.http.envelopes import accepted, page
 from inference_club.surfaces.http.reading import read_json
 
 router = APIRouter(tags=["batches"])
@@ -40,8 +41,10 @@ _CREATE_DOC: dict[str, Any] = {
                 "example": {
                     "label": "two questions",
                     "requests": [
-                        {"endpoint": "/v1/chat/completions",
-                         "body": {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Hi"}]}},
+                        {
+                            "endpoint": "/v1/chat/completions",
+                            "body": {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Hi"}]},
+                        },
                         {"endpoint": "/v1/images/generations", "body": {"model": "sdxl", "prompt": "a fox"}},
                     ],
                 },
@@ -61,13 +64,13 @@ _CREATE_DOC: dict[str, Any] = {
 async def create_batch(request: Request, hub: HubDep, principal: PrincipalDep) -> JSONResponse:
     body = await read_json(request)
     batch, replayed = await hub.batches.create(
-        principal, body.data, base_url=base_url(request), request_id=request_id(request),
+        principal,
+        body.data,
+        base_url=base_url(request),
+        request_id=request_id(request),
         idempotency_key=request.headers.get("idempotency-key"),
     )
-    headers = {"location": f"/v1/batches/{batch['id']}"}
-    if replayed:
-        headers["idempotent-replayed"] = "true"
-    return JSONResponse(batch, status_code=202, headers=headers)
+    return accepted(batch, f"/v1/batches/{batch['id']}", replayed=replayed)
 
 
 @router.get("/v1/batches", summary="List your batches, newest first.")
@@ -78,14 +81,7 @@ async def list_batches(
     after: str | None = Query(None, description="Cursor: the last id of the previous page."),
 ) -> dict[str, Any]:
     batches = await hub.batches.list_batches(principal, limit=limit + 1, after=after)
-    data = batches[:limit]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(batches) > limit,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    return page(batches, limit)
 
 
 @router.get("/v1/batches/{batch_id}", summary="A batch with its counts and jobs.")

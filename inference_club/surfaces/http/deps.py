@@ -22,7 +22,16 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await get_hub(request).auth.authenticate(request.headers.get("authorization"))
+    return await authenticate(request)
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller of ``request`` (the Authorization header), noted for the request's log line."""
+    principal = await get_hub(request).auth.authenticate(request.headers.get("authorization"))
+    facts = request.scope.get("state", {}).get("facts")
+    if facts is not None:
+        facts.user_id = principal.user_id
+    return principal
 
 
 def request_id(request: Request) -> str:

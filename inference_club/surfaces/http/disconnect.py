@@ -1,46 +1,100 @@
-"""Cancel work whose client went away before the answer started.
+"""Cancel work whose client went away, from the first wait for the provider to the last byte.
 
-Starlette watches for a disconnect only once a streaming response is running; while a
-route still waits for the provider's first byte nobody listens, so the upstream request
-would run on. :func:`unless_disconnected` races the work against the client's
-``http.disconnect``.
+Nobody listens for ``http.disconnect`` while a route waits for the provider's first
+byte, so the upstream request would run on; and Starlette's streaming response watches
+for it with a task group of its own. :func:`unless_disconnected` does both with one
+watcher task per request: the work runs in the request's own task, and the watcher
+cancels that task when the client leaves, before the answer starts (the caller gets
+:class:`ClientDisconnect`) or while a streamed answer is being sent (the stream stops
+quietly, as Starlette's does).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
-
-T = TypeVar("T")
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client disconnects first, cancel it and raise ClientDisconnect."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+class DisconnectWatch:
+    """One task reading the request's messages; on ``http.disconnect`` it cancels its owner."""
+
+    def __init__(self, receive: Receive) -> None:
+        owner = asyncio.current_task()
+        assert owner is not None, "a DisconnectWatch runs inside the request's task"
+        self._owner = owner
+        self._receive = receive
+        self.fired = False
+        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._task is not None:  # not stopped meanwhile
+            self.fired = True
+            self._owner.cancel()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancellation undone) when this watch caused it."""
+        self.stop()
+        if not self.fired:
+            return False
+        self._owner.uncancel()
+        return True
+
+
+class WatchedStreamingResponse(Response):
+    """A streaming answer sent under the request's :class:`DisconnectWatch`.
+
+    Shares the status and header list of the response it wraps (headers added to it
+    later still go out); the body is the wrapped response's iterator, sent in this task.
+    """
+
+    def __init__(self, inner: StreamingResponse, watch: DisconnectWatch) -> None:
+        self.inner = inner
+        self.watch = watch
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = inner.background
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner.stream_response(send)
+        except asyncio.CancelledError:
+            if not self.watch.absorb():
+                raise
+            return  # the client left: nothing more to send
+        finally:
+            self.watch.stop()
+        if self.background is not None:
+            await self.background()
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """Run ``work``; if the client disconnects first, cancel it and raise ClientDisconnect.
+
+    A streaming response returned by ``work`` comes back wrapped, so the same watch
+    covers its body.
+    """
+    watch = DisconnectWatch(request.receive)
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        result = await work
     except asyncio.CancelledError:
-        task.cancel()
+        if watch.absorb():
+            raise ClientDisconnect() from None
         raise
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise ClientDisconnect()
+    except BaseException:
+        watch.stop()
+        raise
+    if isinstance(result, StreamingResponse):
+        return WatchedStreamingResponse(result, watch)
+    watch.stop()
+    return result

@@ -36,9 +36,33 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return render(InvalidRequest(f"{param}: {first.get('msg', 'invalid value')}", param=param))
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+_HTTP_TYPES = {404: "not_found", 405: "invalid_request"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (unknown path, wrong method), in both shapes.
+
+    Under ``/v1`` the key is checked first, as on every known route there: a caller
+    without a valid key learns nothing about which paths exist.
+    """
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    hub = getattr(request.app.state, "hub", None)
+    if hub is not None and (request.url.path == "/v1" or request.url.path.startswith("/v1/")):
+        try:
+            await hub.auth.authenticate(request.headers.get("authorization"))
+        except HubError as auth_error:
+            return render(auth_error)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    body = {
+        "detail": exc.detail,
+        "error": {
+            "message": detail,
+            "type": _HTTP_TYPES.get(exc.status_code, "invalid_request"),
+            "param": None,
+            "code": None,
+        },
+    }
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _disconnect(_request: Request, _exc: Exception) -> Response:

@@ -6,11 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from inference_club.domain.web_content import user_content_headers
 from inference_club.errors import InvalidRequest, NotFound
 from inference_club.services.files import file_public, file_url
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, get_principal
+from inference_club.surfaces.http.envelopes import page
 from inference_club.surfaces.http.reading import read_multipart
 
 router = APIRouter(tags=["files"])
@@ -31,7 +33,10 @@ class FileShare(BaseModel):
                     "schema": {
                         "type": "object",
                         "required": ["file"],
-                        "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}},
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "purpose": {"type": "string"},
+                        },
                     }
                 }
             },
@@ -63,9 +68,7 @@ async def list_files(
     after: str | None = Query(None, description="Cursor: the last id of the previous page."),
 ) -> dict[str, Any]:
     records = await hub.files.list(user_id=principal.user_id, limit=limit + 1, after=after)
-    data = [file_public(r, base_url(request)) for r in records[:limit]]
-    return {"object": "list", "data": data, "has_more": len(records) > limit,
-            "last_id": data[-1]["id"] if data else None}
+    return page([file_public(r, base_url(request)) for r in records], limit)
 
 
 @router.get("/v1/files/{file_id}", summary="A file's metadata.")
@@ -75,38 +78,39 @@ async def get_file(file_id: str, request: Request, hub: HubDep, principal: Princ
 
 @router.get(
     "/v1/files/{file_id}/content",
-    summary="A file's bytes (owner's key, or a signed link's `expires` and `signature`).",
+    summary="A file's bytes (owner's key, or a signed link's `exp` and `sig`).",
     response_class=StreamingResponse,
+    responses={307: {"description": "Presigned redirect to the object store (`IC_S3_PRESIGNED_DOWNLOADS`)."}},
 )
 async def file_content(
     file_id: str,
     request: Request,
     hub: HubDep,
-    expires: int | None = Query(None),
-    signature: str | None = Query(None),
-) -> StreamingResponse:
-    if expires is not None and signature is not None:
-        if not hub.files.check_signature(file_id, expires, signature):
+    exp: int | None = Query(None, description="Signed link: expiry (Unix seconds)."),
+    sig: str | None = Query(None, description="Signed link: signature."),
+) -> Response:
+    if exp is not None and sig is not None:
+        if not hub.files.check_signature(file_id, exp, sig):
             raise NotFound(f"No file with id {file_id!r}, or the link expired.", param="file_id")
         record = await hub.files.get(file_id, user_id=None)
     else:
         principal = await get_principal(request, None)
         record = await hub.files.get(file_id, user_id=principal.user_id)
-    return StreamingResponse(
-        hub.files.content(record),
-        media_type=record.content_type,
-        headers={"content-length": str(record.bytes),
-                 "content-disposition": f'inline; filename="{record.filename}"'},
-    )
+    # Access is checked above either way; a redirect only hands the byte-pushing to the store.
+    if (redirect := hub.files.download_redirect(record)) is not None:
+        return RedirectResponse(redirect, status_code=307, headers={"cache-control": "no-store"})
+    headers = user_content_headers(record.content_type, record.filename)
+    headers["content-length"] = str(record.bytes)
+    return StreamingResponse(await hub.files.open_content(record), headers=headers)
 
 
 @router.post("/v1/files/{file_id}/share", summary="A signed, expiring link to a file.")
 async def share_file(
-    file_id: str, request: Request, hub: HubDep, principal: PrincipalDep, body: FileShare | None = None) -> dict[str, Any]:
+    file_id: str, request: Request, hub: HubDep, principal: PrincipalDep, body: FileShare | None = None
+) -> dict[str, Any]:
     await hub.files.get(file_id, user_id=principal.user_id)
-    expires, signature = hub.files.sign(file_id, expires_in_s=(body or FileShare()).expires_in)
-    url = f"{file_url(base_url(request), file_id)}?expires={expires}&signature={signature}"
-    return {"url": url, "expires_at": expires}
+    link = hub.files.sign(file_id, expires_in_s=(body or FileShare()).expires_in)
+    return {"url": f"{file_url(base_url(request), file_id)}?{link.query()}", "expires_at": link.exp}
 
 
 @router.delete("/v1/files/{file_id}", summary="Delete a file.")

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: async jobs (SPEC §7). Thin: read, call the job service, answer."""
+"""``/v1/jobs``: async jobs. Thin: read, call the job service, answer."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from inference_club.domain.endpoints import Endpoint
 from inference_club.domain.jobs import MAX_WAIT_S
 from inference_club.services.auth import Principal
 from inference_club.services.bodies import JsonBody
 from inference_club.services.container import Hub
-from inference_club.services.jobs import job_envelope, job_public
+from inference_club.services.job_events import job_envelope, job_public
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+from inference_club.surfaces.http.disconnect import DisconnectWatch, WatchedStreamingResponse
+from inference_club.surfaces.http.envelopes import accepted, page
 
 router = APIRouter(tags=["jobs"])
 
@@ -27,15 +29,16 @@ async def accept_job(
 ) -> Response:
     """Queue a validated inference call (``"async": true``) and answer 202."""
     job, replayed = await hub.jobs.submit(
-        principal, endpoint, model, body.data,
-        base_url=base_url(request), request_id=request_id(request),
+        principal,
+        endpoint,
+        model,
+        body.data,
+        base_url=base_url(request),
+        request_id=request_id(request),
         idempotency_key=request.headers.get("idempotency-key"),
         check=lambda: hub.router.require_candidates(principal, endpoint, model),
     )
-    headers = {"location": f"/v1/jobs/{job.id}"}
-    if replayed:
-        headers["idempotent-replayed"] = "true"
-    return JSONResponse(job_envelope(job), status_code=202, headers=headers)
+    return accepted(job_envelope(job), f"/v1/jobs/{job.id}", replayed=replayed)
 
 
 @router.get("/v1/jobs", summary="List your jobs, newest first.")
@@ -52,22 +55,20 @@ async def list_jobs(
     jobs = await hub.jobs.list_jobs(
         principal.user_id, statuses=statuses, active=active, batch_id=batch_id, limit=limit + 1, after=after
     )
-    data = [job_public(j, with_result=False) for j in jobs[:limit]]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(jobs) > limit,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    return page([job_public(j, with_result=False) for j in jobs], limit)
 
 
-@router.get("/v1/jobs/summary", summary="Queue summary: counts by status, oldest queued job, dispatcher pulse.")
+@router.get(
+    "/v1/jobs/summary", summary="Queue summary: counts by status, oldest queued job, dispatcher pulse."
+)
 async def queue_summary(
     hub: HubDep,
     principal: PrincipalDep,
-    scope: str = Query("user", pattern="^(user|hub)$",
-                       description="`user` (your jobs) or `hub` (every user's; administrators only)."),
+    scope: str = Query(
+        "user",
+        pattern="^(user|hub)$",
+        description="`user` (your jobs) or `hub` (every user's; administrators only).",
+    ),
 ) -> dict[str, Any]:
     whole_hub = scope == "hub" and principal.is_admin
     return await hub.jobs.summary(None if whole_hub else principal.user_id)
@@ -78,12 +79,16 @@ async def get_job(
     job_id: str,
     hub: HubDep,
     principal: PrincipalDep,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="Seconds to wait for a terminal status (max 60)."),
+    wait: float = Query(
+        0, ge=0, le=MAX_WAIT_S, description="Seconds to wait for a terminal status (max 60)."
+    ),
 ) -> dict[str, Any]:
     return job_public(await hub.jobs.get(principal.user_id, job_id, wait_s=wait))
 
 
-@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a QUEUED or PROCESSING job (aborts it on the provider).")
+@router.post(
+    "/v1/jobs/{job_id}/cancel", summary="Cancel a QUEUED or PROCESSING job (aborts it on the provider)."
+)
 async def cancel_job(job_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     return job_public(await hub.jobs.cancel(principal.user_id, job_id))
 
@@ -99,7 +104,7 @@ async def retry_job(job_id: str, hub: HubDep, principal: PrincipalDep) -> dict[s
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def job_events(job_id: str, hub: HubDep, principal: PrincipalDep) -> StreamingResponse:
+async def job_events(job_id: str, request: Request, hub: HubDep, principal: PrincipalDep) -> Response:
     events = hub.jobs.events(principal.user_id, job_id)
     first = await anext(events)  # raises NotFound before the stream starts
 
@@ -111,11 +116,13 @@ async def job_events(job_id: str, hub: HubDep, principal: PrincipalDep) -> Strea
         finally:
             await events.aclose()
 
-    return StreamingResponse(
+    response = StreamingResponse(
         stream(),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+    # One watcher task per open stream, not Starlette's task group: idle watchers add up.
+    return WatchedStreamingResponse(response, DisconnectWatch(request.receive))
 
 
 def _sse(item: dict[str, Any] | None) -> bytes:

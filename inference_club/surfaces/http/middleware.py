@@ -2,41 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import secrets
-
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_club.errors import RequestTooLarge
-
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class RequestIdMiddleware:
-    """Every response carries ``x-request-id`` (the client's if sane, else a new one)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["x-request-id"] = request_id
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 class TrailingSlashMiddleware:
@@ -56,7 +24,11 @@ class TrailingSlashMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Counts body bytes as they arrive and stops at the limit (413), never buffering first."""
+    """Counts body bytes as they arrive and stops at the limit (413), never buffering first.
+
+    Requests relayed by another hub replica (``/internal/``) are left alone: their body
+    was limited where the client sent it, and their content type is not the client's.
+    """
 
     def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int) -> None:
         self.app = app
@@ -64,7 +36,11 @@ class BodyLimitMiddleware:
         self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS")
+            or scope["path"].startswith("/internal/")
+        ):
             await self.app(scope, receive, send)
             return
         content_type = b""
@@ -79,12 +55,14 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             scope["state"]["body_too_large"] = declared
         received = 0
+        state = scope["state"]
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                state["body_bytes"] = received  # for the request's log line
                 if received > limit:
                     raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
             return message

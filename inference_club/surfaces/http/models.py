@@ -1,47 +1,41 @@
-"""``GET /v1/models``: the models of the caller's reachable online providers."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models of the caller's reachable online providers."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
 
+from inference_club.errors import NotFound
+from inference_club.services.auth import Principal
+from inference_club.services.catalog import reachable_models
+from inference_club.services.container import Hub
 from inference_club.surfaces.http.deps import HubDep, PrincipalDep
+from inference_club.surfaces.http.schemas import MODEL_LIST_SCHEMA, MODEL_SCHEMA, error_responses
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models", summary="Models you can reach, with capabilities.")
+def _entries(hub: Hub, principal: Principal) -> list[dict[str, Any]]:
+    return reachable_models(hub.registry, principal, window_s=hub.settings.online_window_s)
+
+
+@router.get(
+    "/v1/models",
+    summary="Models you can reach, with capabilities.",
+    responses={200: {"content": {"application/json": {"schema": MODEL_LIST_SCHEMA}}}, **error_responses(401)},
+)
 async def list_models(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
-    now = time.time()
-    window = hub.settings.online_window_s
-    entries: dict[tuple[str, str], dict[str, Any]] = {}
-    providers = [
-        p
-        for p in hub.registry.all()
-        if p.is_online(now, window) and p.usable_by(principal.user_id, principal.routing_preference)
-    ]
-    # Own providers first, so owned_by names yours when a shared one serves the same model.
-    providers.sort(key=lambda p: (p.user_id != principal.user_id, p.created))
-    for provider in providers:
-        for service in provider.services:
-            for model in service.models.values():
-                key = (model.id, service.type.value)
-                entry = entries.get(key)
-                if entry is None:
-                    entries[key] = {
-                        "id": model.id,
-                        "object": "model",
-                        "created": provider.created,
-                        "owned_by": provider.name,
-                        "service_type": service.type.value,
-                        "input_modalities": list(model.input_modalities),
-                        "output_modalities": list(model.output_modalities),
-                        "supported_features": list(model.features),
-                        "context_length": model.context_length,
-                    }
-                else:
-                    features = entry["supported_features"]
-                    features.extend(f for f in model.features if f not in features)
-    return {"object": "list", "data": list(entries.values())}
+    return {"object": "list", "data": _entries(hub, principal)}
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    summary="One model you can reach (404 `not_found` when none of your online providers serves it).",
+    responses={200: {"content": {"application/json": {"schema": MODEL_SCHEMA}}}, **error_responses(401, 404)},
+)
+async def retrieve_model(model_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    for entry in _entries(hub, principal):
+        if entry["id"] == model_id:
+            return entry
+    raise NotFound(f"No online provider you can reach serves model {model_id!r}.", param="model")

@@ -13,7 +13,6 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from inference_club.domain.endpoints import Endpoint
-from inference_club.domain.validation import ACCEPTED_UPLOADS, REQUIRED_FILES, validate
 from inference_club.errors import (
     InvalidRequest,
     MalformedBody,
@@ -99,16 +98,23 @@ async def read_inference_body(
         )
     if not is_multipart:
         body = await read_json(request)
-        return body, validate(endpoint.name, body.data, default_model=default_model)
+        return body, endpoint.validate(body.data, default_model=default_model)
     form = await read_multipart(request)
     try:
+        if form.get("async") is not None or any(p.field == "async" for p in form.files):
+            # Whatever its value: a form post never queues, so saying "false" is refused too,
+            # with the reason rather than a type error about booleans.
+            raise InvalidRequest(
+                f"{endpoint.path} is synchronous only; `async` is not accepted with file uploads.",
+                param="async",
+            )
         data: dict[str, Any] = dict(form.fields)
         for part in form.files:
             data.setdefault(part.field, part.filename)
-        for alternatives in REQUIRED_FILES.get(endpoint.name, ()):
+        for alternatives in endpoint.uploads.required:
             if not any(p.field in alternatives for p in form.files):
                 raise InvalidRequest(f"'{alternatives[0]}' file is required.", param=alternatives[0])
-        accepted = ACCEPTED_UPLOADS.get(endpoint.name)
+        accepted = endpoint.uploads.accepted
         if accepted:
             for part in form.files:
                 if not part.content_type.lower().startswith(accepted):
@@ -118,7 +124,7 @@ async def read_inference_body(
                     )
         if "stream" in data:
             data["stream"] = data["stream"].lower() == "true"
-        return form, validate(endpoint.name, data, default_model=default_model)
+        return form, endpoint.validate(data, default_model=default_model)
     except BaseException:
         form.close()
         raise

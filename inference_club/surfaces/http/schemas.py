@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference_club.domain.endpoints import AnswerKind, BodyKind, Endpoint
+from inference_club.domain.endpoints import TEXT, AnswerKind, Endpoint, Fields
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {
         "error": {
@@ -25,122 +25,113 @@ _ERROR = {
     },
 }
 
+_ERROR_WITH_DETAIL: dict[str, Any] = {
+    "type": "object",
+    "properties": {"detail": {}, "error": _ERROR["properties"]["error"]},
+}
+
+MODEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by", "service_type", "service_types"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["model"]},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string", "description": "The name of the provider serving it."},
+        "service_type": {"type": "string", "description": "The first service type it is served as."},
+        "service_types": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Every service type it is served as.",
+        },
+        "input_modalities": {"type": "array", "items": {"type": "string"}},
+        "output_modalities": {"type": "array", "items": {"type": "string"}},
+        "supported_features": {"type": "array", "items": {"type": "string"}},
+        "context_length": {"type": ["integer", "null"]},
+    },
+}
+
+MODEL_LIST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {
+        "object": {"type": "string", "enum": ["list"]},
+        "data": {"type": "array", "items": MODEL_SCHEMA},
+    },
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses (401 also carries ``detail``)."""
+    docs: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        schema = _ERROR_WITH_DETAIL if status in (400, 401, 404, 405) else _ERROR
+        docs[status] = {"description": "Error", "content": {"application/json": {"schema": schema}}}
+    return docs
+
+
 _COMMON = {
-    "model": {"type": "string", "description": "A model id from GET /v1/models."},
+    "model": {**TEXT, "description": "A model id from GET /v1/models."},
     "async": {"type": "boolean", "description": "Queue as a job and answer 202 (JSON bodies only)."},
 }
 
-_JSON_FIELDS: dict[str, dict[str, Any]] = {
-    "chat.completions": {
-        "required": ["model", "messages"],
-        "properties": {
-            "messages": {"type": "array", "items": {"type": "object"}},
-            "stream": {"type": "boolean"},
-            "max_tokens": {"type": "integer"},
-            "temperature": {"type": "number"},
-            "tools": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "completions": {
-        "required": ["model", "prompt"],
-        "properties": {"prompt": {"type": "string"}, "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"}},
-    },
-    "embeddings": {
-        "required": ["model", "input"],
-        "properties": {"input": {"oneOf": [{"type": "string"}, {"type": "array"}]}, "encoding_format": {"type": "string"}},
-    },
-    "audio.speech": {
-        "required": ["model", "input"],
-        "properties": {"input": {"type": "string"}, "voice": {"type": "string"}, "response_format": {"type": "string"},
-                       "speed": {"type": "number"}},
-    },
-    "images.generations": {
-        "required": ["model", "prompt"],
-        "properties": {"prompt": {"type": "string"}, "n": {"type": "integer"}, "size": {"type": "string"},
-                       "response_format": {"type": "string", "enum": ["url", "b64_json"]}},
-    },
-    "music.generations": {
-        "required": ["model", "prompt"],
-        "properties": {"prompt": {"type": "string"}, "lyrics": {"type": "string"}, "duration": {"type": "number"},
-                       "format": {"type": "string"}, "seed": {"type": "integer"}, "bpm": {"type": "integer"},
-                       "key": {"type": "string"}},
-    },
-    "videos.generations": {
-        "required": ["model", "prompt"],
-        "properties": {"prompt": {"type": "string"}, "image": {"type": "string"}, "duration": {"type": "number"},
-                       "width": {"type": "integer"}, "height": {"type": "integer"}, "fps": {"type": "integer"},
-                       "seed": {"type": "integer"}, "negative_prompt": {"type": "string"}},
-    },
-    "3d.generations": {
-        "required": ["model", "prompt"],
-        "properties": {"prompt": {"type": "string"}, "format": {"type": "string", "enum": ["glb"]}},
-    },
-}
 
-_MULTIPART_FIELDS: dict[str, dict[str, Any]] = {
-    "audio.transcriptions": {
-        "required": ["model", "file"],
-        "properties": {"file": {"type": "string", "format": "binary"}, "language": {"type": "string"},
-                       "response_format": {"type": "string",
-                                           "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
-                       "prompt": {"type": "string"}},
-    },
-    "images.edits": {
-        "required": ["model", "image", "prompt"],
-        "properties": {"image": {"type": "string", "format": "binary"}, "mask": {"type": "string", "format": "binary"},
-                       "prompt": {"type": "string"}, "n": {"type": "integer"}, "size": {"type": "string"},
-                       "response_format": {"type": "string", "enum": ["url", "b64_json"]}},
-    },
-    "voice.generations": {
-        "required": ["input"],
-        "properties": {"input": {"type": "string", "description": "[S1]/[S2] dialogue script"},
-                       "speaker_S1": {"type": "string", "format": "binary"},
-                       "speaker_S2": {"type": "string", "format": "binary"},
-                       "transcript_S1": {"type": "string"}, "transcript_S2": {"type": "string"},
-                       "seed": {"type": "integer"}},
-    },
-    "3d.generations": {
-        "required": ["model", "image"],
-        "properties": {"image": {"type": "string", "format": "binary"}, "format": {"type": "string", "enum": ["glb"]}},
-    },
-}
-
-
-def _schema(spec: dict[str, Any], *, with_async: bool) -> dict[str, Any]:
-    properties = {"model": _COMMON["model"], **spec["properties"]}
+def _schema(fields: Fields, *, with_async: bool) -> dict[str, Any]:
+    properties = {"model": _COMMON["model"], **fields.properties}
     if with_async:
         properties["async"] = _COMMON["async"]
-    return {"type": "object", "required": spec["required"], "properties": properties,
-            "additionalProperties": True}
+    return {
+        "type": "object",
+        "required": list(fields.required),
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
+def json_body_schema(endpoint: Endpoint) -> dict[str, Any] | None:
+    """The JSON body an endpoint takes (``async`` included where it queues), or None."""
+    fields = endpoint.json_fields
+    return _schema(fields, with_async=endpoint.async_capable) if fields is not None else None
 
 
 def request_body_doc(endpoint: Endpoint) -> dict[str, Any]:
     content: dict[str, Any] = {}
-    if endpoint.body in (BodyKind.JSON, BodyKind.JSON_OR_MULTIPART):
+    if endpoint.json_fields is not None:
         content["application/json"] = {
-            "schema": _schema(_JSON_FIELDS[endpoint.name], with_async=endpoint.async_capable)
+            "schema": _schema(endpoint.json_fields, with_async=endpoint.async_capable)
         }
-    if endpoint.body in (BodyKind.MULTIPART, BodyKind.JSON_OR_MULTIPART):
-        content["multipart/form-data"] = {"schema": _schema(_MULTIPART_FIELDS[endpoint.name], with_async=False)}
+    if endpoint.multipart_fields is not None:
+        content["multipart/form-data"] = {"schema": _schema(endpoint.multipart_fields, with_async=False)}
     return {"requestBody": {"required": True, "content": content}}
 
 
 def response_doc(endpoint: Endpoint) -> dict[int | str, dict[str, Any]]:
     ok: dict[str, Any]
     if endpoint.answer is AnswerKind.MEDIA_BYTES:
-        ok = {"description": "Media bytes; `x-file-id` and `x-file-url` name the stored copy.",
-              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        ok = {
+            "description": "Media bytes; `x-file-id` and `x-file-url` name the stored copy.",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
     elif endpoint.answer is AnswerKind.STREAM:
-        ok = {"description": "JSON, or an SSE stream ending with `data: [DONE]` when `stream` is true.",
-              "content": {"application/json": {"schema": {"type": "object"}},
-                          "text/event-stream": {"schema": {"type": "string"}}}}
+        ok = {
+            "description": "JSON, or an SSE stream ending with `data: [DONE]` when `stream` is true.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        }
     else:
-        ok = {"description": "OpenAI-shaped JSON answer.", "content": {"application/json": {"schema": {"type": "object"}}}}
+        ok = {
+            "description": "OpenAI-shaped JSON answer.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     errors = {"description": "Error envelope", "content": {"application/json": {"schema": _ERROR}}}
     docs: dict[int | str, dict[str, Any]] = {200: ok}
     for status in (400, 401, 404, 413, 415, 429, 502, 503, 504):
         docs[status] = errors
     if endpoint.async_capable:
-        docs[202] = {"description": "Queued as a job (`\"async\": true`).",
-                     "content": {"application/json": {"schema": {"type": "object"}}}}
+        docs[202] = {
+            "description": 'Queued as a job (`"async": true`).',
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     return docs

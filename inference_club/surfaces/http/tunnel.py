@@ -1,32 +1,60 @@
 """``/api/inference/agent/tunnel/``: the WebSocket an agent opens to carry the hub's requests.
 
-Bearer key first (401 ``{"detail"}`` before the upgrade when it is wrong), then the
-tunnel transport runs the connection (see ``services/transports/tunnel.py`` and
-``docs/agent-protocol.md``).
+Bearer key first (401 ``{"detail"}`` before the upgrade when it is wrong, logged as one
+WARNING line), then the tunnel server runs the connection (see
+``services/transports/tunnel_server.py`` and ``docs/agent-protocol.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from contextvars import ContextVar
 
 from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
 
-from inference_club.errors import AuthError
+from inference_club.errors import AuthError, HubError
 from inference_club.services.auth import Principal
 from inference_club.services.container import Hub
 from inference_club.services.transports.tunnel import TunnelTransport
 from inference_club.tunnel.protocol import CloseCode, ProtocolError
+from inference_club.tunnel.traffic import ByteCount
 
 router = APIRouter(tags=["agent"])
+log = logging.getLogger("inference_club.tunnel")
+
+_UVICORN_DENIAL_NOISE = "ASGI callable returned without completing handshake"
+# Set in the connection's own context when this route answered with a denial response.
+_denied: ContextVar[bool] = ContextVar("tunnel_denied", default=False)
+
+
+class _DenialIsNotAnError(logging.Filter):
+    """Drop uvicorn's ERROR after a denial response this route sent on purpose.
+
+    uvicorn's websockets-sansio protocol sends the denial but never marks the handshake
+    complete, so it logs "ASGI callable returned without completing handshake" for every
+    refused key (uvicorn pull request 3138). The record is emitted in the connection's
+    task right after the route returns, so the context variable tells ours from a real one.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_denied.get() and record.getMessage().startswith(_UVICORN_DENIAL_NOISE))
+
+
+def _quiet_uvicorn_denials() -> None:
+    server_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialIsNotAnError) for f in server_log.filters):
+        server_log.addFilter(_DenialIsNotAnError())
 
 
 class WebSocketLink:
     """The tunnel's :class:`~inference_club.tunnel.mux.Link` over a Starlette WebSocket."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, traffic: ByteCount | None = None) -> None:
         self._ws = websocket
         self._gone = False
+        self._traffic = traffic if traffic is not None else ByteCount()
 
     async def receive(self) -> bytes | None:
         if self._gone:
@@ -38,9 +66,11 @@ class WebSocketLink:
         data = message.get("bytes")
         if data is None:
             raise ProtocolError("text message on the tunnel (frames are binary)")
+        self._traffic.received += len(data)
         return bytes(data)
 
     async def send(self, data: bytes) -> None:
+        self._traffic.sent += len(data)
         await self._ws.send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -53,9 +83,12 @@ class WebSocketLink:
 async def tunnel(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     authorization = websocket.headers.get("authorization")
+    client = websocket.client
+    peer = f"{client.host}:{client.port}" if client else "?"
     try:
         principal = await hub.auth.authenticate(authorization)
-    except AuthError as exc:
+    except HubError as exc:  # a bad key (401), or the database is unavailable (503)
+        log.warning("tunnel refused from %s: %s", peer, exc.message)
         await _deny(websocket, exc)
         return
     transport = hub.transports.by_name.get("tunnel")
@@ -67,15 +100,17 @@ async def tunnel(websocket: WebSocket) -> None:
         return await hub.auth.authenticate(authorization)
 
     await websocket.accept()
-    client = websocket.client
-    peer = f"{client.host}:{client.port}" if client else ""
-    await transport.serve(principal, WebSocketLink(websocket), reauthenticate=reauthenticate, peer=peer)
+    link = WebSocketLink(websocket, websocket.app.state.metrics.tunnel_traffic)
+    await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer)
 
 
-async def _deny(websocket: WebSocket, exc: AuthError) -> None:
+async def _deny(websocket: WebSocket, exc: HubError) -> None:
     response = JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+    _quiet_uvicorn_denials()
     try:
         await websocket.send_denial_response(response)
+        _denied.set(True)
     except RuntimeError:  # the server cannot answer HTTP here: close with the code instead
+        code = CloseCode.UNAUTHORIZED if isinstance(exc, AuthError) else CloseCode.GOING_AWAY
         with contextlib.suppress(Exception):
-            await websocket.close(CloseCode.UNAUTHORIZED, exc.message)
+            await websocket.close(code, exc.message)

@@ -24,4 +24,3 @@ async def fake_hub() -> AsyncIterator[tuple[FakeHub, str]]:
     fake = FakeHub()
     async with serve_app(fake) as base:
         yield fake, base
-

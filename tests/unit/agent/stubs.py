@@ -6,21 +6,12 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from inference_club.agent.config import AgentConfig, build_config
 
 Scope = MutableMapping[str, Any]
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, polling; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -141,7 +132,8 @@ class EngineStub:
             )
         elif path == "/v1/slow":
             try:
-                await asyncio.wait_for(self._wait_disconnect(receive), 3)
+                async with asyncio.timeout(3):
+                    await self._wait_disconnect(receive)
             except TimeoutError:
                 await _send_json(send, 200, {"late": True})
         else:

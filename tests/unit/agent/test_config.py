@@ -13,7 +13,7 @@ from inference_club.agent.config import (
     parse_service_option,
 )
 
-SPEC_EXAMPLE = """
+DOCUMENTED_EXAMPLE = """
 hub = "https://hub.example.org"
 key = "ic-abc"
 name = "home-rig"
@@ -45,8 +45,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_spec_example_parses(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+def test_the_documented_example_parses(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DOCUMENTED_EXAMPLE))
     assert config.hub == "https://hub.example.org"
     assert config.key == "ic-abc"
     assert config.name == "home-rig"
@@ -94,7 +94,7 @@ def test_service_option_equals_entry_with_defaults() -> None:
 
 
 def test_cli_values_override_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, SPEC_EXAMPLE)
+    path = write(tmp_path, DOCUMENTED_EXAMPLE)
     config = load_config(
         path,
         overrides={
@@ -135,33 +135,29 @@ def test_cli_values_override_the_file(tmp_path: Path) -> None:
             "services[0].url: missing",
         ),
         (
-            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\n'
-            "max_concurrency = 0",
+            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\nmax_concurrency = 0',
             "services[0].max_concurrency: must be at least 1",
         ),
         (
-            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\n'
-            'engine = "comfy"',
-            "services[0].engine: must be one of openai, ollama",
+            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\nengine = 5',
+            "services[0].engine: must be a string",
         ),
         (
-            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\n'
-            'discover = "yes"',
+            'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\ndiscover = "yes"',
             "services[0].discover: must be true or false",
         ),
         (
             'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\n'
-            "[[services.models]]\nid = \"m\"\ncontext_length = -1",
+            '[[services.models]]\nid = "m"\ncontext_length = -1',
             "services[0].models[0].context_length: must be a positive integer",
         ),
         (
             'hub = "http://h"\nkey = "k"\n[[services]]\ntype="llm"\nurl="http://a"\n'
-            "[[services.models]]\nfeatures = [\"tools\"]",
+            '[[services.models]]\nfeatures = ["tools"]',
             "services[0].models[0].id: missing",
         ),
         (
-            'hub = "http://h"\nkey = "k"\ndiscover_interval = 0\n'
-            '[[services]]\ntype="llm"\nurl="http://a"',
+            'hub = "http://h"\nkey = "k"\ndiscover_interval = 0\n[[services]]\ntype="llm"\nurl="http://a"',
             "discover_interval: must be greater than 0",
         ),
         (
@@ -236,8 +232,88 @@ def test_duplicate_model_ids_rejected() -> None:
             {
                 "hub": "http://h",
                 "key": "k",
-                "services": [
-                    {"type": "llm", "url": "http://a", "models": [{"id": "x"}, {"id": "x"}]}
-                ],
+                "services": [{"type": "llm", "url": "http://a", "models": [{"id": "x"}, {"id": "x"}]}],
             }
         )
+
+
+def test_metrics_endpoint_is_off_by_default() -> None:
+    config = load_config(overrides={"hub": "http://hub", "key": "k"}, services=["llm=http://a"])
+    assert config.metrics_listen is None and config.metrics_token == ""
+
+
+def test_metrics_endpoint_from_the_file_and_the_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, 'metrics_listen = "127.0.0.1:9100"\nmetrics_token = "from-file"\n' + DOCUMENTED_EXAMPLE
+    )
+    assert load_config(path).metrics_listen == ("127.0.0.1", 9100)
+    config = load_config(path, overrides={"metrics_listen": "[::1]:0", "metrics_token": "from-flag"})
+    assert config.metrics_listen == ("::1", 0) and config.metrics_token == "from-flag"
+    assert "from-flag" not in repr(config)
+
+
+def test_metrics_endpoint_needs_a_token() -> None:
+    with pytest.raises(ConfigError, match=r"^--metrics-listen: the metrics endpoint needs a token"):
+        load_config(
+            overrides={"hub": "http://hub", "key": "k", "metrics_listen": "127.0.0.1:9100"},
+            services=["llm=http://a"],
+        )
+
+
+def test_metrics_listen_must_be_host_and_port() -> None:
+    with pytest.raises(ConfigError, match=r"^--metrics-listen: expected HOST:PORT"):
+        load_config(
+            overrides={"hub": "http://hub", "key": "k", "metrics_listen": "9100", "metrics_token": "t"},
+            services=["llm=http://a"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        (
+            {"type": "llm", "url": "http://a", "max_concurrency": "2"},
+            "services[0].max_concurrency: must be an integer",
+        ),
+        (
+            {"type": "llm", "url": "http://a", "timeout": True},
+            "services[0].timeout: must be a number of seconds",
+        ),
+        ({"type": "llm", "url": 5}, "services[0].url: must be a string URL"),
+        (
+            {"type": "llm", "url": "http://a", "models": [{"id": "m", "features": ["tools", 1]}]},
+            "services[0].models[0].features[1]: must be a non-empty string",
+        ),
+        (
+            {"type": "llm", "url": "http://a", "models": [{"id": "m", "size": 1}]},
+            "services[0].models[0]: unknown key 'size'",
+        ),
+        (5, "services[0]: must be a table"),
+    ],
+)
+def test_types_are_strict_and_nested_fields_are_named(service: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({"hub": "http://h", "key": "k", "services": [service]}, source="agent.toml")
+    assert str(info.value).startswith(f"agent.toml: {message}")
+
+
+def test_blank_values_count_as_not_given() -> None:
+    config = build_config(
+        {
+            "hub": " http://h ",
+            "key": " k ",
+            "name": " ",
+            "services": [{"type": "llm", "url": "http://a/", "engine": "", "workflows": " /w "}],
+        }
+    )
+    (svc,) = config.services
+    assert (config.hub, config.key, svc.url, svc.engine, svc.workflows) == (
+        "http://h",
+        "k",
+        "http://a",
+        "openai",
+        "/w",
+    )
+    assert config.name  # the host name
+    with pytest.raises(ConfigError, match=r"^config: key: missing; pass --key"):
+        build_config({"hub": "http://h", "key": "  ", "services": [{"type": "llm", "url": "http://a"}]})

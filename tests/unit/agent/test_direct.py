@@ -120,12 +120,8 @@ async def test_agent_errors_are_marked(agent: tuple[DirectServer, Relay]) -> Non
             headers={"x-ic-agent-secret": SECRET},
             content=b"{}",
         )
-        unknown = await client.post(
-            "/relay/llm/v1/chat/completions", headers=hdrs("other"), content=b"{}"
-        )
-        down = await client.post(
-            "/relay/image/v1/images/generations", headers=hdrs("sd"), content=b"{}"
-        )
+        unknown = await client.post("/relay/llm/v1/chat/completions", headers=hdrs("other"), content=b"{}")
+        down = await client.post("/relay/image/v1/images/generations", headers=hdrs("sd"), content=b"{}")
         engine_400 = await client.post("/relay/llm/v1/bad", headers=hdrs(), content=b"{}")
     assert (no_model.status_code, no_model.headers.get("x-ic-agent-error")) == (400, "1")
     assert (unknown.status_code, unknown.headers.get("x-ic-agent-error")) == (404, "1")
@@ -149,7 +145,8 @@ async def test_stream_passes_through_unbuffered(
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream"
         it = r.aiter_raw()
-        first = await asyncio.wait_for(it.__anext__(), 2)
+        async with asyncio.timeout(2):
+            first = await it.__anext__()
         assert first == b"data: one\n\n"
         stub.release.set()
         rest = b"".join([c async for c in it])
@@ -162,9 +159,7 @@ async def test_engine_breaking_mid_stream_is_not_a_complete_answer(
     server, relay = agent
     async with httpx.AsyncClient(base_url=server.callback_url or "") as client:
         with pytest.raises(httpx.RemoteProtocolError):
-            async with client.stream(
-                "POST", "/relay/llm/v1/break", headers=hdrs(), content=b"{}"
-            ) as r:
+            async with client.stream("POST", "/relay/llm/v1/break", headers=hdrs(), content=b"{}") as r:
                 assert r.status_code == 200
                 async for _ in r.aiter_raw():
                     pass
@@ -190,11 +185,13 @@ async def test_hub_disconnect_aborts_the_engine_request(
 
     async with httpx.AsyncClient(base_url=server.callback_url or "") as client:
         task = asyncio.create_task(call(client))
-        await asyncio.wait_for(stub.got_request.wait(), 2)
+        async with asyncio.timeout(2):
+            await stub.got_request.wait()
         await asyncio.sleep(0.1)  # the engine is now silent
         left_at = time.monotonic()
         task.cancel()
-        await asyncio.wait_for(stub.disconnected.wait(), 3)
+        async with asyncio.timeout(3):
+            await stub.disconnected.wait()
     assert stub.disconnected_at is not None
     assert stub.disconnected_at - left_at < 2
     await wait_idle(relay)
@@ -214,7 +211,8 @@ async def test_stop_lets_running_requests_finish(
             assert not stopping.done()
             stub.release.set()
             rest = b"".join([c async for c in it])
-        await asyncio.wait_for(stopping, 3)
+        async with asyncio.timeout(3):
+            await stopping
     assert rest.endswith(b"data: [DONE]\n\n")
 
 
@@ -231,11 +229,14 @@ async def test_stop_aborts_requests_still_running_after_the_grace(
 
     async with httpx.AsyncClient(base_url=server.callback_url or "") as client:
         task = asyncio.create_task(call(client))
-        await asyncio.wait_for(stub.got_request.wait(), 2)
+        async with asyncio.timeout(2):
+            await stub.got_request.wait()
         started = time.monotonic()
-        await asyncio.wait_for(server.stop(), 4)
+        async with asyncio.timeout(4):
+            await server.stop()
         assert time.monotonic() - started < 3
-        await asyncio.wait_for(stub.disconnected.wait(), 2)
+        async with asyncio.timeout(2):
+            await stub.disconnected.wait()
         answer = await task
     assert (answer.status_code, answer.headers.get("x-ic-agent-error")) == (502, "1")
     assert "shutting down" in answer.json()["error"]["message"]

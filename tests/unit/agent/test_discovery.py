@@ -78,9 +78,7 @@ async def test_ollama_native_list_alone_is_enough() -> None:
         # an Ollama URL without /v1 is accepted: /v1 is appended for requests
         catalog, _ = await discover([{"type": "llm", "url": base, "engine": "ollama"}])
     assert ids(catalog) == ["llama3:latest"]
-    assert catalog.services[0].engine.target_url("/v1/chat/completions") == (
-        f"{base}/v1/chat/completions"
-    )
+    assert catalog.services[0].engine.target_url("/v1/chat/completions") == (f"{base}/v1/chat/completions")
 
 
 def test_openai_target_url_mapping() -> None:
@@ -88,9 +86,7 @@ def test_openai_target_url_mapping() -> None:
     assert engine.target_url("/v1/audio/speech") == "http://h:1/v1/audio/speech"
     assert engine.target_url("/v1/audio/voices?model=x") == "http://h:1/v1/audio/voices?model=x"
     other = engine_for(ServiceConfig(type="image", url="http://h:2/api/openai/v1"))
-    assert other.target_url("/v1/images/generations") == (
-        "http://h:2/api/openai/v1/images/generations"
-    )
+    assert other.target_url("/v1/images/generations") == ("http://h:2/api/openai/v1/images/generations")
     with pytest.raises(ValueError):
         engine.target_url("/admin")
 
@@ -111,15 +107,11 @@ async def test_failing_server_keeps_declared_models_and_logs_once(
     caplog.set_level(logging.INFO, logger="inference_club.agent.discovery")
     stub = EngineStub(["a"])
     async with serve_app(stub) as base:
-        config = make_config(
-            [{"type": "llm", "url": f"{base}/v1", "models": [{"id": "declared"}]}]
-        )
+        config = make_config([{"type": "llm", "url": f"{base}/v1", "models": [{"id": "declared"}]}])
         catalog = Catalog(config.services)
         changes: list[int] = []
         async with httpx.AsyncClient(trust_env=False) as client:
-            discovery = Discovery(
-                catalog, client, timeout_s=2, on_change=lambda: changes.append(1)
-            )
+            discovery = Discovery(catalog, client, timeout_s=2, on_change=lambda: changes.append(1))
             assert await discovery.refresh() is True
             assert ids(catalog) == ["declared", "a"]
             assert await discovery.refresh() is False  # unchanged: no heartbeat poke
@@ -139,9 +131,7 @@ async def test_failing_server_keeps_declared_models_and_logs_once(
 
 async def test_unreachable_server(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="inference_club.agent.discovery")
-    config = make_config(
-        [{"type": "stt", "url": "http://127.0.0.1:9/v1", "models": [{"id": "whisper"}]}]
-    )
+    config = make_config([{"type": "stt", "url": "http://127.0.0.1:9/v1", "models": [{"id": "whisper"}]}])
     catalog = Catalog(config.services)
     async with httpx.AsyncClient(trust_env=False) as client:
         discovery = Discovery(catalog, client, timeout_s=2)
@@ -159,15 +149,27 @@ async def test_run_repolls_until_stopped() -> None:
         catalog = Catalog(config.services)
         changed = asyncio.Event()
         async with httpx.AsyncClient(trust_env=False) as client:
-            discovery = Discovery(
-                catalog, client, interval_s=0.05, timeout_s=1, on_change=changed.set
-            )
+            discovery = Discovery(catalog, client, interval_s=0.05, timeout_s=1, on_change=changed.set)
             await discovery.refresh()
             changed.clear()
             stop = asyncio.Event()
             task = asyncio.create_task(discovery.run(stop))
             stub.models.append("b")
-            await asyncio.wait_for(changed.wait(), 2)
+            async with asyncio.timeout(2):
+                await changed.wait()
             assert ids(catalog) == ["a", "b"]
             stop.set()
-            await asyncio.wait_for(task, 2)
+            async with asyncio.timeout(2):
+                await task
+
+
+def test_an_unknown_engine_disables_only_its_service() -> None:
+    catalog = Catalog(
+        [
+            ServiceConfig(type="image", url="http://127.0.0.1:1", engine="warp"),
+            ServiceConfig(type="llm", url="http://127.0.0.1:1", engine="openai"),
+        ]
+    )
+    assert catalog.services[0].disabled and catalog.services[0].models == ()
+    assert catalog.services[0].last_error is not None and "unknown engine" in catalog.services[0].last_error
+    assert catalog.services[1].disabled is None

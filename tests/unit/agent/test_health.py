@@ -53,6 +53,14 @@ async def test_gpus_come_from_nvidia_smi_when_present(
     health = await collect_health(catalog)
     assert [g["name"] for g in health["gpus"]] == ["NVIDIA GeForce RTX 4090", "NVIDIA RTX A4000"]
     assert health["services"] == [
-        {"index": 0, "type": "llm", "engine": "openai", "reachable": None, "in_flight": 0,
-         "max_concurrency": 4}
+        {
+            "index": 0,
+            "type": "llm",
+            "engine": "openai",
+            "reachable": None,
+            "busy": False,
+            "last_error": None,
+            "in_flight": 0,
+            "max_concurrency": 4,
+        }
     ]

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -11,12 +10,14 @@ import pytest
 from inference_club import __version__
 from inference_club.agent.heartbeat import Heartbeat, HeartbeatAnswer, backoff_delay
 from inference_club.agent.runner import AgentRunner
+from inference_club.domain.heartbeat import HeartbeatBody
+from tests.polling import eventually
 
-from .stubs import EngineStub, FakeHub, eventually, make_config
+from .stubs import EngineStub, FakeHub, make_config
 
 
-async def constant_body() -> dict[str, Any]:
-    return {"name": "rig", "transport": "direct", "version": "x", "services": [], "health": {}}
+async def constant_body() -> HeartbeatBody:
+    return HeartbeatBody(name="rig", transport="direct", version="x", services=[], health={})
 
 
 def test_backoff_delay_is_exponential_jittered_and_capped() -> None:
@@ -29,8 +30,13 @@ def test_backoff_delay_is_exponential_jittered_and_capped() -> None:
 
 def test_answer_parsing() -> None:
     answer = HeartbeatAnswer.from_json(
-        {"provider_id": "prov_1", "online": True, "interval_s": 30, "online_window_s": 60,
-         "agent_secret": "abc"}
+        {
+            "provider_id": "prov_1",
+            "online": True,
+            "interval_s": 30,
+            "online_window_s": 60,
+            "agent_secret": "abc",
+        }
     )
     assert answer == HeartbeatAnswer("prov_1", True, 30.0, 60.0, "abc")
     assert HeartbeatAnswer.from_json({"interval_s": "x"}).interval_s is None
@@ -53,10 +59,12 @@ async def test_retries_with_growing_backoff_until_the_hub_answers(
     stop = asyncio.Event()
     task = asyncio.create_task(beat.run(stop))
     try:
-        await asyncio.wait_for(beat.registered.wait(), 5)
+        async with asyncio.timeout(5):
+            await beat.registered.wait()
     finally:
         stop.set()
-        await asyncio.wait_for(task, 2)
+        async with asyncio.timeout(2):
+            await task
         await beat.aclose()
     assert len(fake.times) == 5
     gaps = [b - a for a, b in zip(fake.times, fake.times[1:], strict=False)]
@@ -86,7 +94,8 @@ async def test_refused_key_is_logged_clearly_once(
     task = asyncio.create_task(beat.run(stop))
     await eventually(lambda: len(fake.times) >= 4)
     stop.set()
-    await asyncio.wait_for(task, 2)
+    async with asyncio.timeout(2):
+        await task
     await beat.aclose()
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
@@ -106,7 +115,8 @@ async def test_unreachable_hub_does_not_block_stop() -> None:
     await eventually(lambda: beat.failures >= 1)
     started = time.monotonic()
     stop.set()
-    await asyncio.wait_for(task, 2)
+    async with asyncio.timeout(2):
+        await task
     assert time.monotonic() - started < 1
     await beat.aclose()
 
@@ -177,8 +187,10 @@ async def test_runner_heartbeat_body_secret_and_model_changes(
             runner.heartbeat.poke()
             await fake.wait_beats(3, timeout=2)
             await eventually(
-                lambda: runner.heartbeat.last_answer is not None
-                and runner.heartbeat.last_answer.agent_secret == "s3cret-2"
+                lambda: (
+                    runner.heartbeat.last_answer is not None
+                    and runner.heartbeat.last_answer.agent_secret == "s3cret-2"
+                )
             )
             old = await client.post(
                 "/relay/llm/v1/chat/completions",

@@ -22,8 +22,7 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 def relay_for(base: str, *, models: list[str] | None = None, **service: object) -> Relay:
     config = make_config(
-        [{"type": "llm", "url": f"{base}/v1", "models": [{"id": m} for m in models or ["m1"]],
-          **service}]
+        [{"type": "llm", "url": f"{base}/v1", "models": [{"id": m} for m in models or ["m1"]], **service}]
     )
     return Relay(Catalog(config.services))
 
@@ -52,7 +51,8 @@ async def test_stream_is_relayed_chunk_by_chunk(
         assert response.status == 200
         assert ("content-type", "text/event-stream") in response.headers
         it = response.aiter_bytes()
-        first = await asyncio.wait_for(it.__anext__(), 2)  # the engine has not finished
+        async with asyncio.timeout(2):  # the engine has not finished
+            first = await it.__anext__()
         assert first == b"data: one\n\n"
         assert not stub.release.is_set()
         stub.release.set()
@@ -158,9 +158,7 @@ async def test_engine_error_is_relayed_unchanged(engine_stub: tuple[EngineStub, 
     assert response.status == 400
     assert not response.agent_error
     assert ("x-engine", "yes") in response.headers
-    assert json.loads(body) == {
-        "error": {"message": "temperature too high", "type": "invalid_request_error"}
-    }
+    assert json.loads(body) == {"error": {"message": "temperature too high", "type": "invalid_request_error"}}
 
 
 async def test_engine_down_is_502_agent_error() -> None:
@@ -251,13 +249,21 @@ async def test_least_loaded_service_is_picked() -> None:
         relay = Relay(Catalog(config.services))
         try:
             held = await relay.open(
-                service_type="llm", model="m1", method="POST", path="/v1/stream",
-                headers={}, body=chunks(b"{}"),
+                service_type="llm",
+                model="m1",
+                method="POST",
+                path="/v1/stream",
+                headers={},
+                body=chunks(b"{}"),
             )
             assert [s.in_flight for s in relay.catalog.services] == [1, 0]
             second = await relay.open(
-                service_type="llm", model="m1", method="POST", path="/v1/echo",
-                headers={}, body=chunks(b"{}"),
+                service_type="llm",
+                model="m1",
+                method="POST",
+                path="/v1/echo",
+                headers={},
+                body=chunks(b"{}"),
             )
             await read_all(second)
             assert len(two.requests) == 1 and two.requests[0]["path"] == "/v1/echo"
@@ -275,15 +281,21 @@ async def test_aclose_aborts_a_hanging_engine(engine_stub: tuple[EngineStub, str
     try:
         task = asyncio.create_task(
             relay.open(
-                service_type="llm", model="m1", method="POST", path="/v1/hang",
-                headers={}, body=chunks(b"{}"),
+                service_type="llm",
+                model="m1",
+                method="POST",
+                path="/v1/hang",
+                headers={},
+                body=chunks(b"{}"),
             )
         )
-        await asyncio.wait_for(stub.got_request.wait(), 2)
+        async with asyncio.timeout(2):
+            await stub.got_request.wait()
         assert relay.in_flight == 1
         cancelled_at = time.monotonic()
         task.cancel()
-        await asyncio.wait_for(stub.disconnected.wait(), 2)
+        async with asyncio.timeout(2):
+            await stub.disconnected.wait()
         assert stub.disconnected_at is not None
         assert stub.disconnected_at - cancelled_at < 2
         assert relay.in_flight == 0

@@ -31,11 +31,19 @@ def test_statuses() -> None:
     assert is_terminal("PROCESSED") and is_terminal("CANCELED") and not is_terminal("PROCESSING")
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (None, FailureKind.TRANSIENT), (500, FailureKind.TRANSIENT), (502, FailureKind.TRANSIENT),
-    (504, FailureKind.TRANSIENT), (429, FailureKind.TRANSIENT), (400, FailureKind.PERMANENT),
-    (404, FailureKind.PERMANENT), (422, FailureKind.PERMANENT),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (None, FailureKind.TRANSIENT),
+        (500, FailureKind.TRANSIENT),
+        (502, FailureKind.TRANSIENT),
+        (504, FailureKind.TRANSIENT),
+        (429, FailureKind.TRANSIENT),
+        (400, FailureKind.PERMANENT),
+        (404, FailureKind.PERMANENT),
+        (422, FailureKind.PERMANENT),
+    ],
+)
 def test_classify_status(status: int | None, kind: FailureKind) -> None:
     assert classify_status(status) is kind
 
@@ -70,8 +78,14 @@ def test_batch_status() -> None:
 
 def test_job_endpoint_names() -> None:
     chat = BY_NAME["chat.completions"]
-    for name in ("/v1/chat/completions", "v1/chat/completions", "chat/completions", "/chat/completions/",
-                 "chat.completions", " /v1/chat/completions "):
+    for name in (
+        "/v1/chat/completions",
+        "v1/chat/completions",
+        "chat/completions",
+        "/chat/completions/",
+        "chat.completions",
+        " /v1/chat/completions ",
+    ):
         assert job_endpoint(name) is chat, name
     for name in ("", "/v1/nope", "/v2/chat/completions", "chat"):
         assert job_endpoint(name) is None, name
@@ -79,8 +93,17 @@ def test_job_endpoint_names() -> None:
 
 def test_which_endpoints_can_be_queued() -> None:
     queued = {name for name, e in BY_NAME.items() if can_queue(e)}
-    assert queued == {"chat.completions", "completions", "embeddings", "audio.speech", "images.generations",
-                      "music.generations", "videos.generations", "3d.generations"}
+    assert queued == {
+        "chat.completions",
+        "completions",
+        "responses",
+        "embeddings",
+        "audio.speech",
+        "images.generations",
+        "music.generations",
+        "videos.generations",
+        "3d.generations",
+    }
     assert inference_type(BY_NAME["audio.speech"]) == "tts"
 
 
@@ -88,8 +111,12 @@ def test_request_fingerprint_ignores_key_order() -> None:
     one = request_fingerprint("job", {"endpoint": "embeddings", "body": {"model": "m", "input": ["a"]}})
     two = request_fingerprint("job", {"body": {"input": ["a"], "model": "m"}, "endpoint": "embeddings"})
     assert one == two
-    assert one != request_fingerprint("job", {"endpoint": "embeddings", "body": {"model": "m", "input": ["b"]}})
-    assert one != request_fingerprint("batch", {"endpoint": "embeddings", "body": {"model": "m", "input": ["a"]}})
+    assert one != request_fingerprint(
+        "job", {"endpoint": "embeddings", "body": {"model": "m", "input": ["b"]}}
+    )
+    assert one != request_fingerprint(
+        "batch", {"endpoint": "embeddings", "body": {"model": "m", "input": ["a"]}}
+    )
 
 
 def test_fair_order_interleaves_users_and_favours_the_one_served_longest_ago() -> None:

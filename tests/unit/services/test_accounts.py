@@ -63,7 +63,9 @@ async def test_password_is_stored_with_a_slow_hash(accounts: Accounts) -> None:
     assert await accounts.verify_password("nopass", "") is None
 
 
-async def test_keys_are_high_entropy_named_and_stored_only_as_hash(accounts: Accounts, database: Database) -> None:
+async def test_keys_are_high_entropy_named_and_stored_only_as_hash(
+    accounts: Accounts, database: Database
+) -> None:
     await accounts.create_user("alice")
     first = await accounts.create_key("alice", name="laptop")
     second = await accounts.create_key("alice", name="agent")
@@ -72,7 +74,9 @@ async def test_keys_are_high_entropy_named_and_stored_only_as_hash(accounts: Acc
         assert created.raw.startswith(KEY_PREFIX)
         assert len(created.raw) >= len(KEY_PREFIX) + 43  # 32 random bytes, url-safe base64
         assert created.key.id.startswith("key_")
-        assert created.key.key_hash == hashlib.sha256(created.raw.encode()).hexdigest() == hash_key(created.raw)
+        assert (
+            created.key.key_hash == hashlib.sha256(created.raw.encode()).hexdigest() == hash_key(created.raw)
+        )
         assert created.raw.startswith(created.key.prefix) and len(created.key.prefix) < 12
     assert (first.key.name, second.key.name) == ("laptop", "agent")
     # No column of the table holds the key itself.

@@ -75,7 +75,7 @@ async def test_missing_malformed_or_unknown_keys_are_refused(
     with pytest.raises(AuthError) as caught:
         await auth.authenticate(header)
     assert caught.value.status_code == 401
-    assert set(caught.value.body()) == {"detail"}
+    assert set(caught.value.body()) == {"detail", "error"}
 
 
 async def test_cache_hit_does_no_database_query(
@@ -125,7 +125,9 @@ async def test_revoked_key_fails_within_the_ttl(accounts: Accounts, auth: KeyAut
         await auth.authenticate(f"Bearer {raw}")
 
 
-async def test_other_keys_of_the_user_survive_a_revocation(accounts: Accounts, auth: KeyAuthenticator) -> None:
+async def test_other_keys_of_the_user_survive_a_revocation(
+    accounts: Accounts, auth: KeyAuthenticator
+) -> None:
     raw, key_id = await _key(accounts)
     other = (await accounts.create_key("alice", name="other")).raw
     await accounts.revoke_key(key_id)

@@ -15,6 +15,7 @@ from inference_club.domain.clock import utcnow
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.providers import HeartbeatBody, ModelDecl, ProviderState, ServiceDecl
 from inference_club.services.auth import Principal
+from inference_club.services.capacity import Capacity
 from inference_club.services.container import Hub, build_hub
 from inference_club.services.transports.base import UpstreamRequest
 from inference_club.store import jobs as q
@@ -83,8 +84,14 @@ class Parts:
     async def submit(self, count: int = 1) -> list[str]:
         ids = []
         for i in range(count):
-            job, _ = await self.hub.jobs.submit(self.principal, EMBEDDINGS, "m", {"model": "m", "input": str(i)},
-                                                base_url="http://hub", request_id="req")
+            job, _ = await self.hub.jobs.submit(
+                self.principal,
+                EMBEDDINGS,
+                "m",
+                {"model": "m", "input": str(i)},
+                base_url="http://hub",
+                request_id="req",
+            )
             ids.append(job.id)
         return ids
 
@@ -97,18 +104,28 @@ class Parts:
 
 @pytest.fixture
 async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
-    settings = make_settings(tmp_path / "data", job_retry_base_s=0.0, job_retry_max_s=0.0, job_lease_s=0.6,
-                             job_poll_interval_s=0.1, job_drain_timeout_s=0.1)
+    settings = make_settings(
+        tmp_path / "data",
+        job_retry_base_s=0.0,
+        job_retry_max_s=0.0,
+        job_lease_s=1.5,
+        job_poll_interval_s=0.1,
+        job_drain_timeout_s=0.1,
+    )
     hub = build_hub(settings)
     await migrate(hub.database)
     transport = ScriptedTransport()
     hub.transports.by_name["direct"] = transport
     await hub.accounts.create_user("alice")
     principal = await hub.auth.authenticate(f"Bearer {(await hub.accounts.create_key('alice')).raw}")
-    await hub.registry.heartbeat(principal, HeartbeatBody(
-        name="rig", callback_url="http://127.0.0.1:9",
-        services=[ServiceDecl(type="embedding", max_concurrency=2, models=[ModelDecl(id="m")])],
-    ))
+    await hub.registry.heartbeat(
+        principal,
+        HeartbeatBody(
+            name="rig",
+            callback_url="http://127.0.0.1:9",
+            services=[ServiceDecl(type="embedding", max_concurrency=2, models=[ModelDecl(id="m")])],
+        ),
+    )
     try:
         yield Parts(hub, transport, principal)
     finally:
@@ -150,6 +167,7 @@ async def test_transient_failures_are_retried_and_4xx_fails_at_once(parts: Parts
 
 async def test_jobs_wait_for_a_free_slot_and_give_back_a_lost_race(parts: Parts) -> None:
     capacity = parts.hub.capacity
+    assert isinstance(capacity, Capacity)  # the embedded hub's in-process slots
     key = parts.hub.registry.all()[0].services[0].index
     slot = (parts.hub.registry.all()[0].id, key)
     assert capacity.try_acquire([slot]) == slot and capacity.try_acquire([slot]) == slot
@@ -188,7 +206,7 @@ async def test_a_job_canceled_through_another_process_is_aborted(parts: Parts) -
 
 
 async def test_leases_are_renewed_while_a_job_runs(parts: Parts) -> None:
-    parts.transport.delay = 1.5  # well past the 0.6 s lease
+    parts.transport.delay = 4.0  # well past the 1.5 s lease (renewed, never lost even on a loaded machine)
     [job_id] = await parts.submit()
     await parts.hub.dispatcher.start()
     deadline = asyncio.get_running_loop().time() + 10
@@ -204,7 +222,9 @@ async def test_a_dead_dispatchers_job_is_reaped_and_run_again(parts: Parts) -> N
     [job_id] = await parts.submit()
     now = utcnow()
     async with parts.hub.database.transaction() as session:
-        await q.claim(session, job_ids=[job_id], owner="gone:1:x", now=now, lease_until=now - timedelta(seconds=1))
+        await q.claim(
+            session, job_ids=[job_id], owner="gone:1:x", now=now, lease_until=now - timedelta(seconds=1)
+        )
     assert await parts.hub.dispatcher.run_burst(timeout_s=10) == 1
     job = await parts.job(job_id)
     assert job.status == "PROCESSED" and job.attempts == 2 and parts.hub.dispatcher.stats.reaped == 1

@@ -161,9 +161,10 @@ async def test_stream_is_not_buffered(engine: Engine) -> None:
     ):
         async for _ in response.aiter_raw():
             arrivals.append(time.monotonic() - started)
-    # 1 role chunk + 4 content chunks + finish + [DONE], 0.2 s apart: about 1.2 s in all.
-    assert arrivals[-1] >= 1.0
-    assert arrivals[0] < 0.3, "the first chunk must arrive long before the stream ends"
+    # 1 role chunk + 4 content chunks + finish + [DONE], 0.2 s apart. A buffered stream
+    # arrives in one burst; an unbuffered one keeps the engine's spacing, however slow the
+    # machine is (no bound on absolute times).
+    assert arrivals[-1] - arrivals[0] >= 0.8, "chunks must arrive as the engine sends them"
     assert len(arrivals) >= 5
 
 

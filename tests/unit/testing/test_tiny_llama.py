@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +38,6 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         reason = "llama-cpp-python is not installed (pip install 'llama-cpp-python[server]==0.3.36')"
         if os.environ.get("IC_REQUIRE_SERVICES") == "1":
             pytest.fail(f"IC_REQUIRE_SERVICES=1 but {reason}")
-        warnings.warn(f"skipping llama.cpp tests: {reason}", stacklevel=1)
         pytest.skip(reason)
     directory = tmp_path_factory.mktemp("tiny-llama")
     model = write_tiny_llama(directory / "tiny.gguf")

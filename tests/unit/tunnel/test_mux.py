@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from inference_club.tunnel.mux import ConnectionLost, Mux, Stream, StreamReset, StreamUnavailable
+from inference_club.tunnel.mux import MAX_BATCH, ConnectionLost, Mux, Stream, StreamReset, StreamUnavailable
 from inference_club.tunnel.protocol import (
     HEADER,
+    MAX_FRAME_SIZE,
     CloseCode,
     Flag,
     Frame,
     FrameType,
     GoAway,
     ResetCode,
+    decode_frame,
+    decode_frames,
 )
+from tests.polling import eventually
 
 
 class MemoryLink:
@@ -79,7 +84,9 @@ async def running_pair(**options: Any) -> AsyncIterator[Pair]:
     hub = Mux(hub_link, opener=True, label="hub", **common)
     pair = Pair(hub, hub, hub_link, agent_link)
     agent = Mux(
-        agent_link, opener=False, label="agent",
+        agent_link,
+        opener=False,
+        label="agent",
         on_open=lambda s, f: pair.opened.append((s, f)),
         on_reset=pair.resets.append,
         on_control=pair.controls.append,
@@ -108,14 +115,6 @@ async def read_all(stream: Stream) -> bytes:
     while (chunk := await stream.read()) is not None:
         out += chunk
     return bytes(out)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 async def test_request_and_answer_both_ways() -> None:
@@ -311,3 +310,150 @@ async def test_late_frames_for_finished_streams_are_ignored() -> None:
         agent_side.send_head(Frame(FrameType.RESPONSE, agent_side.id, Flag.NONE, b"{}"))
         await asyncio.sleep(0.05)
         assert not pair.hub.closed and not pair.agent.closed
+
+
+async def test_data_frames_queued_behind_a_slow_link_go_out_merged() -> None:
+    async with running_pair(window=1 << 20) as pair:
+        stream = open_request(pair.hub)
+        (accepted,) = await pair.accepted()
+        gate = asyncio.Event()
+        original = pair.hub_link.send
+
+        async def slow_send(data: bytes) -> None:
+            await gate.wait()
+            await original(data)
+
+        pair.hub_link.send = slow_send  # type: ignore[method-assign]
+        await stream.write(b"held")  # the writer takes this one and waits on the link
+        await asyncio.sleep(0)
+        for piece in (b"a", b"b", b"c"):
+            await stream.write(piece)
+        stream.end()
+        before = len(pair.hub_link.sent)
+        gate.set()
+        body = b""
+        while (chunk := await accepted.read()) is not None:
+            body += chunk
+        assert body == b"heldabc"
+        data_frames = [m for m in pair.hub_link.sent[before:] if m[0] == FrameType.DATA]
+        # "held", then a, b, c and the end as one frame.
+        assert len(data_frames) == 2
+        _, flags, _, _, length = HEADER.unpack_from(data_frames[1])
+        assert flags & Flag.END and length == 3
+
+
+# --------------------------------------------------------------------------- batches (version 3)
+
+
+def frames_in(messages: list[bytes]) -> list[Frame]:
+    return [frame for message in messages for frame in decode_frames(message)]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_frames_of_many_streams_share_one_send_only_on_a_batching_tunnel(protocol: int) -> None:
+    async with running_pair(protocol=protocol) as pair:
+        await eventually(lambda: pair.hub.messages_sent > 0)  # the opening PING, alone
+        before = len(pair.hub_link.sent)
+        for i in range(50):  # queued without yielding: the writer finds all of it at once
+            stream = open_request(pair.hub)
+            await stream.write(bytes([i]) * 100)
+            stream.end()
+        accepted = await pair.accepted(50)
+        assert [await read_all(s) for s in accepted] == [bytes([i]) * 100 for i in range(50)]
+        messages = pair.hub_link.sent[before:]
+        frames = frames_in(messages)
+        # 50 OPEN, then each stream's DATA merged with its END.
+        assert [f.type for f in frames] == [FrameType.OPEN] * 50 + [FrameType.DATA] * 50
+        assert len(messages) == (1 if protocol >= 3 else 100)
+        if protocol < 3:
+            assert [decode_frame(m) for m in messages] == frames
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_stream_contents_stay_byte_exact_under_concurrency(protocol: int) -> None:
+    rng = random.Random(protocol)
+    bodies = [rng.randbytes(rng.randrange(0, 20_000)) for _ in range(40)]
+    async with running_pair(window=4096, protocol=protocol) as pair:
+
+        async def send(stream: Stream, body: bytes) -> None:
+            for start in range(0, len(body), 777):
+                await stream.write(body[start : start + 777])
+            stream.end()
+
+        async def answer(stream: Stream) -> None:
+            body = await read_all(stream)
+            stream.send_head(Frame(FrameType.RESPONSE, stream.id, Flag.NONE, b"{}"))
+            await send(stream, body[::-1])
+
+        async def exchange(body: bytes) -> bytes:
+            stream = open_request(pair.hub)
+            await send(stream, body)
+            await stream.head
+            return await read_all(stream)
+
+        answers = asyncio.gather(*(exchange(body) for body in bodies))
+        accepted = await pair.accepted(len(bodies))
+        await asyncio.gather(*(answer(stream) for stream in accepted))
+        assert await answers == [body[::-1] for body in bodies]
+        for link in (pair.hub_link, pair.agent_link):
+            sent = link.sent
+            if protocol >= 3:
+                assert len(sent) < len(frames_in(sent))
+            else:
+                assert len(sent) == len(frames_in(sent))
+
+
+async def test_a_batch_never_exceeds_the_peers_frame_limit() -> None:
+    limit = 64 * 1024
+    async with running_pair(window=1 << 20, protocol=3, send_max_frame=limit, recv_max_frame=limit) as pair:
+        assert (
+            pair.hub.batch_size == limit
+            and Mux(pair.hub_link, opener=True, protocol=3).batch_size == MAX_BATCH
+        )
+        streams = [open_request(pair.hub) for _ in range(10)]
+        for i, stream in enumerate(streams):
+            await stream.write(bytes([i]) * 30_000)
+            stream.end()
+        accepted = await pair.accepted(10)
+        assert [await read_all(s) for s in accepted] == [bytes([i]) * 30_000 for i in range(10)]
+        assert max(len(m) for m in pair.hub_link.sent) <= limit
+        assert not pair.agent.closed
+
+
+async def test_body_frames_never_overtake_a_control_frame_left_for_the_next_batch() -> None:
+    limit = 32 * 1024
+    async with running_pair(protocol=3, send_max_frame=limit, recv_max_frame=limit) as pair:
+        await eventually(lambda: pair.hub.messages_sent > 0)
+        first, second = pair.hub.open_stream(), pair.hub.open_stream()
+        # Two heads too large to share a message: the second waits for the next one, and so must its body.
+        first.send_head(Frame(FrameType.OPEN, first.id, Flag.END, b"{}" + b" " * 15_000))
+        second.send_head(Frame(FrameType.OPEN, second.id, Flag.NONE, b"{}" + b" " * 20_000))
+        await second.write(b"after its head")
+        second.end()
+        _, accepted = await pair.accepted(2)
+        assert await read_all(accepted) == b"after its head"
+        assert not pair.agent.closed
+
+
+async def test_a_hostile_batch_closes_the_tunnel_with_a_protocol_error() -> None:
+    one = Frame(FrameType.PING, 0, Flag.NONE, b"12345678").encode()
+    for message, reason in [
+        (one + one[:7], "shorter than a header"),
+        (one + HEADER.pack(FrameType.DATA, 0, 0, 1, 1000) + b"x", "runs past the end"),
+        (one * (MAX_FRAME_SIZE // len(one) + 1), "exceeds the limit"),
+    ]:
+        async with running_pair(protocol=3) as pair:
+            await pair.hub_link.send(message)
+            await eventually(lambda: pair.agent.closed)
+            assert pair.agent.close_code == CloseCode.PROTOCOL_ERROR
+            assert reason in pair.agent.close_reason
+            await eventually(lambda: pair.hub.closed)
+
+
+async def test_a_batch_on_an_older_tunnel_is_a_protocol_error() -> None:
+    one = Frame(FrameType.PING, 0, Flag.NONE, b"12345678").encode()
+    async with running_pair(protocol=2) as pair:
+        await pair.hub_link.send(one + one)
+        await eventually(lambda: pair.agent.closed)
+        assert pair.agent.close_code == CloseCode.PROTOCOL_ERROR
+        assert "does not match" in pair.agent.close_reason

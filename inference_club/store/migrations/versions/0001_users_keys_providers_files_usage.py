@@ -109,8 +109,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_providers_user_id"), ["user_id"], unique=False)
 
 
-
-
 def downgrade() -> None:
 
     with op.batch_alter_table("providers", schema=None) as batch_op:
@@ -131,4 +129,3 @@ def downgrade() -> None:
 
     op.drop_table("usage")
     op.drop_table("hub_meta")
-

@@ -1,0 +1,261 @@
+"""Scale scenarios of ``bench/bench.py``: many slow streams through one tunnel, many idle watchers.
+
+- **Streams through one tunnel**: ``--scale-streams`` (1,000) streamed chat completions
+  at once through the hub and one tunnel agent, each ``--scale-chunks`` (50) chunks
+  ``--scale-delay-ms`` (20 ms) apart from a mock engine of their own. Recorded: errors,
+  TTFB p50/p99, stream time p50/p99, the hub's RSS before, at its peak and after, and
+  the hub's and the agent's CPU.
+- **Idle job-event watchers**: one async job kept running (its engine holds the
+  answer), then ``--watchers`` (5,000) clients on ``GET /v1/jobs/{id}/events``, each
+  waiting for its first event and then idle. Recorded: the hub's RSS before and with
+  every watcher connected, the CPU the hub used to accept them, and its CPU per second
+  while they sit idle.
+
+Both run after the latency scenarios, on the same hub; the loads are generated in this
+process (the streams with httpx over the hub's own HTTP/1.1 transport, the watchers as
+raw sockets: Python's cost per connection would otherwise be the bottleneck).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+from processes import group_cpu_s  # sibling modules of bench/
+from report import fmt, pct
+
+from inference_club.http1 import Http1Transport
+from inference_club.waiting import wait_event
+
+if TYPE_CHECKING:
+    from bench import Setup, Target
+
+SCALE_MODEL = "bench-model-scale"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class StreamsResult:
+    streams: int
+    chunks: int
+    delay_ms: float
+    ttfb: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    wall_s: float = 0.0
+    rss_before: float = 0.0
+    rss_peak: float = 0.0
+    rss_after: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class WatchersResult:
+    watchers: int
+    connected: int = 0
+    errors: int = 0
+    first_error: str = ""
+    connect_s: float = 0.0
+    rss_before: float = 0.0
+    rss_connected: float = 0.0
+    connect_cpu_s: float = 0.0
+    idle_s: float = 0.0
+    idle_cpu_s: float = 0.0
+
+
+async def _sample_peak(pid: int, box: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(OSError, ValueError):
+            box[0] = max(box[0], rss_mb(pid))
+        await wait_event(stop, 0.2)
+
+
+async def scale_target(setup: Setup, *, chunks: int, delay_ms: float, streams: int) -> Target:
+    """A tunnel agent in front of a slow mock engine of its own (answers held 10 min)."""
+    engine = await setup.start_engine(
+        "engine-scale",
+        ["--chunks", str(chunks), "--chunk-delay-ms", str(delay_ms), "--answer-delay-s", "600"],
+    )
+    return await setup.agent("bench-scale", SCALE_MODEL, [], engine=engine, max_concurrency=streams + 64)
+
+
+async def run_streams(target: Target, *, streams: int, chunks: int, delay_ms: float) -> StreamsResult:
+    import bench
+
+    result = StreamsResult(streams, chunks, delay_ms)
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    client = httpx.AsyncClient(
+        transport=Http1Transport(limits=limits, fallback=httpx.AsyncHTTPTransport(limits=limits)),
+        timeout=httpx.Timeout(300.0),
+        trust_env=False,
+    )
+    body = json.dumps({"model": target.model, "messages": bench.MESSAGES, "stream": True}).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {target.key}"}
+    hub, agent = target.procs["hub"].popen.pid, target.procs["agent"].popen.pid
+
+    async def one() -> None:
+        t0 = time.perf_counter()
+        try:
+            ttfb = await bench.one_stream(client, target, body, headers, t0, expected=chunks)
+        except (httpx.HTTPError, bench.BadAnswer) as exc:
+            result.errors += 1
+            result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+            return
+        result.ttfb.append(ttfb)
+        result.latencies.append(time.perf_counter() - t0)
+
+    try:
+        await asyncio.gather(*(one() for _ in range(16)))  # warm-up: connections, tunnel, pools
+        result.errors, result.first_error, result.ttfb, result.latencies = 0, "", [], []
+        result.rss_before = rss_mb(hub)
+        peak = [result.rss_before]
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample_peak(hub, peak, stop))
+        cpu = {"hub": group_cpu_s(hub), "agent": group_cpu_s(agent)}
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(streams)))
+        result.wall_s = time.perf_counter() - start
+        result.cpu_s = {
+            "hub": group_cpu_s(hub) - cpu["hub"],
+            "agent": group_cpu_s(agent) - cpu["agent"],
+        }
+        stop.set()
+        await sampler
+        result.rss_peak = peak[0]
+        result.rss_after = rss_mb(hub)
+    finally:
+        await client.aclose()
+    return result
+
+
+async def _watch(host: str, port: int, request: bytes) -> tuple[asyncio.StreamWriter | None, str]:
+    """Open one event stream and wait for its first event; the connection stays open."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request)
+        async with asyncio.timeout(120):
+            head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            writer.close()
+            return None, head.split(b"\r\n", 1)[0].decode(errors="replace")
+        async with asyncio.timeout(120):
+            await reader.readuntil(b"event: status")
+        return writer, ""
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+async def run_watchers(target: Target, *, watchers: int, idle_s: float = 10.0) -> WatchersResult:
+    import bench
+
+    result = WatchersResult(watchers)
+    hub = target.procs["hub"].popen.pid
+    base = target.base_url  # http://host:port/v1
+    host, port = base.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    auth = {"authorization": f"Bearer {target.key}"}
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        r = await client.post(
+            base + "/chat/completions",
+            headers=auth,
+            json={"model": target.model, "messages": bench.MESSAGES, "async": True},
+        )
+        if r.status_code != 202:
+            result.errors, result.first_error = (
+                watchers,
+                f"job not accepted: HTTP {r.status_code} {r.text[:200]}",
+            )
+            return result
+        job_id = r.json()["id"]
+        request = (
+            f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"authorization: Bearer {target.key}\r\naccept: text/event-stream\r\n\r\n"
+        ).encode()
+        writers: list[asyncio.StreamWriter] = []
+        try:
+            result.rss_before = rss_mb(hub)
+            cpu0 = group_cpu_s(hub)
+            start = time.perf_counter()
+            # Opened in waves, as a crowd of clients would, not in one burst of SYNs.
+            for offset in range(0, watchers, 250):
+                opened = await asyncio.gather(
+                    *(_watch(host, int(port), request) for _ in range(min(250, watchers - offset)))
+                )
+                for writer, error in opened:
+                    if writer is not None:
+                        writers.append(writer)
+                    else:
+                        result.errors += 1
+                        result.first_error = result.first_error or error
+            result.connect_s = time.perf_counter() - start
+            result.connected = len(writers)
+            cpu1 = group_cpu_s(hub)
+            result.connect_cpu_s = cpu1 - cpu0
+            await asyncio.sleep(idle_s)
+            result.idle_s = idle_s
+            result.idle_cpu_s = group_cpu_s(hub) - cpu1
+            result.rss_connected = rss_mb(hub)
+        finally:
+            for writer in writers:
+                writer.close()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.post(f"{base}/jobs/{job_id}/cancel", headers=auth)
+    return result
+
+
+def report(streams: StreamsResult | str | None, watchers: WatchersResult | str | None) -> str:
+
+    lines = ["### Scale: slow streams through one tunnel, idle job-event watchers", ""]
+    if isinstance(streams, str):
+        lines += [f"- Streams: unavailable: {streams}", ""]
+    elif streams is not None:
+        s = streams
+        done = len(s.latencies)
+        lines += [
+            f"{s.streams:,} streamed chat completions at once through the hub and one tunnel agent, each "
+            f"{s.chunks} chunks {s.delay_ms:g} ms apart (a stream alone takes ~{s.chunks * s.delay_ms / 1000:.1f} s).",
+            "",
+            "| streams | done | errors | TTFB p50 ms | TTFB p99 ms | stream p50 s | stream p99 s | wall s "
+            "| hub RSS before MB | peak MB | growth MB | after MB | hub CPU s | agent CPU s | hub CPU per chunk ms |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {s.streams:,} | {done:,} | {s.errors} | {fmt(pct(s.ttfb, 50), 1)} "
+            f"| {fmt(pct(s.ttfb, 99), 1)} | {fmt(pct(s.latencies, 50) / 1000, 2)} "
+            f"| {fmt(pct(s.latencies, 99) / 1000, 2)} | {s.wall_s:.1f} | {s.rss_before:.0f} "
+            f"| {s.rss_peak:.0f} | {s.rss_peak - s.rss_before:.0f} | {s.rss_after:.0f} "
+            f"| {s.cpu_s.get('hub', 0):.1f} | {s.cpu_s.get('agent', 0):.1f} "
+            f"| {1000 * s.cpu_s.get('hub', 0) / max(1, done * (s.chunks + 3)):.3f} |",
+            "",
+        ]
+        if s.errors:
+            lines += [f"- first error: `{s.first_error}`", ""]
+    if isinstance(watchers, str):
+        lines += [f"- Watchers: unavailable: {watchers}", ""]
+    elif watchers is not None:
+        w = watchers
+        lines += [
+            f"{w.watchers:,} clients on `GET /v1/jobs/{{id}}/events` of one running job, opened in waves of "
+            f"250; each waits for its first event, then all stay connected and idle for {w.idle_s:.0f} s.",
+            "",
+            "| watchers | connected | errors | connect s | hub RSS before MB | with all connected MB "
+            "| growth MB | hub CPU to connect s | hub CPU while idle, % of a core |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {w.watchers:,} | {w.connected:,} | {w.errors} | {w.connect_s:.1f} | {w.rss_before:.0f} "
+            f"| {w.rss_connected:.0f} | {w.rss_connected - w.rss_before:.0f} | {w.connect_cpu_s:.1f} "
+            f"| {100 * w.idle_cpu_s / w.idle_s if w.idle_s else float('nan'):.1f} |",
+            "",
+        ]
+        if w.errors:
+            lines += [f"- first error: `{w.first_error}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""Token counts read from an engine's answer, parsed as JSON (never pattern-matched).
+
+Engines report usage in several shapes, all accepted:
+
+- OpenAI / llama.cpp: ``{"usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}``;
+- vLLM: the same plus nested ``prompt_tokens_details`` / ``completion_tokens_details``
+  and extra fields;
+- the Responses API: ``{"usage": {"input_tokens", "output_tokens", "total_tokens"}}``,
+  in a stream inside the ``response.completed`` event's ``response``;
+- Ollama's native counters: ``prompt_eval_count`` / ``eval_count``.
+
+In a stream the last event that carries usage wins (OpenAI sends it in the final chunk);
+:class:`StreamUsage` also notes whether the stream sent any event and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["StreamUsage", "TokenCounts", "from_answer", "from_answer_tail", "from_document"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _from_usage(usage: dict[str, Any]) -> TokenCounts | None:
+    prompt = _count(usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = _count(usage.get("input_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    if completion is None:
+        completion = _count(usage.get("output_tokens"))
+    total = _count(usage.get("total_tokens"))
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    if prompt is None and completion is None and total is None:
+        return None
+    return TokenCounts(prompt, completion, total)
+
+
+def from_document(doc: Any) -> TokenCounts | None:
+    """The counts of one parsed JSON answer or stream event, or None."""
+    if not isinstance(doc, dict):
+        return None
+    usage = doc.get("usage")
+    if isinstance(usage, dict) and (found := _from_usage(usage)) is not None:
+        return found
+    response = doc.get("response")  # Responses API stream events
+    if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+        return _from_usage(response["usage"])
+    prompt, completion = _count(doc.get("prompt_eval_count")), _count(doc.get("eval_count"))
+    if prompt is not None or completion is not None:
+        total = prompt + completion if prompt is not None and completion is not None else None
+        return TokenCounts(prompt, completion, total)
+    return None
+
+
+def from_answer(raw: bytes) -> TokenCounts | None:
+    """Counts of a complete JSON answer."""
+    try:
+        return from_document(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return None
+
+
+_USAGE_KEY = b'"usage"'
+
+
+def from_answer_tail(tail: bytes, *, complete: bool) -> TokenCounts | None:
+    """Counts of a JSON answer of which only the end was kept (``complete``: all of it).
+
+    OpenAI-style answers put ``usage`` last, so the object after the last ``"usage":``
+    in the tail is decoded as JSON, nested details and all.
+    """
+    if complete:
+        return from_answer(tail)
+    at = tail.rfind(_USAGE_KEY)
+    if at < 0:
+        return None
+    text = tail[at + len(_USAGE_KEY) :].decode("utf-8", "replace").lstrip()
+    if not text.startswith(":"):
+        return None
+    try:
+        usage, _ = json.JSONDecoder().raw_decode(text[1:].lstrip())
+    except ValueError:
+        return None
+    return _from_usage(usage) if isinstance(usage, dict) else None
+
+
+class StreamUsage:
+    """Watches a relayed SSE stream for usage, without holding more than one line.
+
+    Only ``data:`` lines that mention usage counters are parsed; the last one wins.
+    A single line longer than ``max_line`` is skipped rather than buffered.
+    """
+
+    _MARKERS = (b'"usage"', b'"eval_count"')
+
+    def __init__(self, *, max_line: int = 4 * 1024 * 1024) -> None:
+        self._partial = bytearray()
+        self._skipping = False
+        self._max_line = max_line
+        self.counts: TokenCounts | None = None
+        self.events = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if self._skipping:
+                self._skipping = False
+                self._partial.clear()
+            else:
+                self._partial += chunk[start:end]
+                self._line(bytes(self._partial))
+                self._partial.clear()
+            start = end + 1
+        if not self._skipping:
+            self._partial += chunk[start:]
+            if len(self._partial) > self._max_line:
+                self._partial.clear()
+                self._skipping = True
+
+    def close(self) -> None:
+        """The stream ended: a last line without its newline still counts."""
+        if self._partial and not self._skipping:
+            self._line(bytes(self._partial))
+        self._partial.clear()
+
+    def _line(self, line: bytes) -> None:
+        line = line.strip()
+        if line.startswith(b"event:"):
+            self.events += 1
+            return
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if not payload:
+            return
+        self.events += 1
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        if not any(marker in payload for marker in self._MARKERS):
+            return
+        try:
+            found = from_document(orjson.loads(payload))
+        except orjson.JSONDecodeError:
+            return
+        if found is not None:
+            self.counts = found

@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages, session routes for their scripts, sign-in."""

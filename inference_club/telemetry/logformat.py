@@ -1,0 +1,90 @@
+"""Log line formats: readable text (the default) or one JSON object per line.
+
+A record may carry structured fields (``extra={"fields": {...}}``): the per-request
+lines of hub and agent do. Text output appends them as ``key=value``; JSON output puts
+them beside ``time``, ``level``, ``logger`` and ``message``. Secrets never reach these
+fields: the callers put only ids, names, numbers and paths in them, and the record
+factory of :mod:`inference_club.redact` scrubs messages and arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[str, ...] = ("text", "json")
+_TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any] | None:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else None
+
+
+def _text_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if not text:
+        return "-"
+    if " " in text or '"' in text or "=" in text:
+        return orjson.dumps(text).decode()
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger message key=value ...``."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = _fields(record)
+        if fields:
+            data.update(fields)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exception"] = record.exc_text
+        return orjson.dumps(data, default=str).decode()
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def configure_logging(level: str, log_format: str, *, stream: Any = None) -> None:
+    """Give the root logger one handler in ``log_format`` at ``level``.
+
+    A root logger that already has handlers (a test runner's) is left alone, as
+    :func:`logging.basicConfig` would.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    root.setLevel(level.upper())
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    root.addHandler(handler)

@@ -1,0 +1,1 @@
+"""Built-in workflow templates (JSON data files in ``templates/``)."""

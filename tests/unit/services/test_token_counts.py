@@ -1,0 +1,93 @@
+"""Token counts parsed from every engine's usage shape."""
+
+from __future__ import annotations
+
+import json
+
+from inference_club.services.token_counts import StreamUsage, TokenCounts, from_answer, from_answer_tail
+
+VLLM_USAGE = {
+    "prompt_tokens": 12,
+    "total_tokens": 20,
+    "completion_tokens": 8,
+    "prompt_tokens_details": {"cached_tokens": 4},
+    "completion_tokens_details": {"reasoning_tokens": 2},
+    "num_cached": None,
+}
+
+
+def test_answer_with_nested_details() -> None:
+    answer = {"id": "x", "choices": [], "usage": VLLM_USAGE}
+    assert from_answer(json.dumps(answer).encode()) == TokenCounts(12, 8, 20)
+
+
+def test_responses_and_ollama_native_shapes() -> None:
+    responses = {
+        "object": "response",
+        "usage": {
+            "input_tokens": 3,
+            "output_tokens": 5,
+            "total_tokens": 8,
+            "input_tokens_details": {"cached_tokens": 0},
+        },
+    }
+    assert from_answer(json.dumps(responses).encode()) == TokenCounts(3, 5, 8)
+    ollama = {"model": "llama3", "done": True, "prompt_eval_count": 7, "eval_count": 9}
+    assert from_answer(json.dumps(ollama).encode()) == TokenCounts(7, 9, 16)
+
+
+def test_no_usage_or_not_json() -> None:
+    assert from_answer(b'{"choices": []}') is None
+    assert from_answer(b'{"usage": null}') is None
+    assert from_answer(b"not json") is None
+    assert from_answer(b'{"usage": {"prompt_tokens": true}}') is None
+
+
+def _sse(*events: object) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def test_stream_usage_from_the_last_chunk_split_anywhere() -> None:
+    raw = _sse(
+        {"choices": [{"delta": {"content": "hi"}}], "usage": None}, {"choices": [], "usage": VLLM_USAGE}
+    )
+    for size in (1, 7, 64, len(raw)):
+        watch = StreamUsage()
+        for start in range(0, len(raw), size):
+            watch.feed(raw[start : start + size])
+        watch.close()
+        assert watch.counts == TokenCounts(12, 8, 20) and watch.done and watch.events == 3
+
+
+def test_stream_events_without_usage_and_empty_streams() -> None:
+    watch = StreamUsage()
+    watch.feed(b'event: response.created\ndata: {"type": "response.created"}\n\n')
+    watch.feed(
+        b'event: response.completed\ndata: {"type": "response.completed", "response": {"usage": '
+        b'{"input_tokens": 1, "output_tokens": 2}}}'
+    )
+    watch.close()
+    assert watch.counts == TokenCounts(1, 2, 3) and not watch.done
+    empty = StreamUsage()
+    empty.feed(b"\n\n: keep-alive comment\n\n")
+    empty.close()
+    assert empty.events == 0 and empty.counts is None
+
+
+def test_an_overlong_line_is_skipped_not_buffered() -> None:
+    watch = StreamUsage(max_line=32)
+    watch.feed(b"data: " + b"x" * 100)
+    watch.feed(b"y" * 100 + b"\n")
+    watch.feed(b'data: {"usage": {"prompt_tokens": 1, "completion_tokens": 1}}\n')
+    watch.close()
+    assert watch.counts == TokenCounts(1, 1, 2)
+
+
+def test_the_tail_of_a_long_answer() -> None:
+    answer = json.dumps(
+        {"data": [{"embedding": [0.5] * 5000}], "usage": VLLM_USAGE, "extra": {"x": 1}}
+    ).encode()
+    assert from_answer_tail(answer[-300:], complete=False) == TokenCounts(12, 8, 20)
+    assert from_answer_tail(answer, complete=True) == TokenCounts(12, 8, 20)
+    assert from_answer_tail(b'], "usage": {"prompt_tokens": 1, "completion', complete=False) is None
+    assert from_answer_tail(b"no usage here", complete=False) is None

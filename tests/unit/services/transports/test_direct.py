@@ -1,0 +1,74 @@
+"""The direct transport against a real agent: the answer as relayed, the agent secret, and
+every way a provider can be unreachable before a byte arrives (each safe to fail over)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from inference_club.domain.endpoints import BY_NAME
+from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
+from inference_club.services.transports.base import TransportUnavailable
+from inference_club.services.transports.direct import DirectTransport
+from tests.unit.services.hub_rig import Rig, hub_rig
+
+EMBEDDINGS = BY_NAME["embeddings"]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with hub_rig(tmp_path) as rig:
+        yield rig
+
+
+def direct(rig: Rig) -> DirectTransport:
+    transport = rig.hub.hub.transports.by_name["direct"]
+    assert isinstance(transport, DirectTransport)
+    return transport
+
+
+async def test_the_agents_answer_arrives_without_connection_headers(rig: Rig) -> None:
+    await rig.agent("rig", types=["embedding"])
+    provider = rig.hub.hub.registry.get(rig.provider_id("rig"))
+    assert provider is not None
+    response = await direct(rig).send(provider, rig.request(EMBEDDINGS, "fake-embed"))
+    try:
+        assert response.status == 200 and not response.agent_error
+        names = {name for name, _ in response.headers}
+        assert "content-type" in names and not names & ANSWER_HEADERS_NOT_RELAYED
+        answer = orjson.loads(b"".join([chunk async for chunk in response.aiter_bytes()]))
+        assert answer["data"][0]["embedding"]
+    finally:
+        await response.aclose()
+
+
+async def test_a_wrong_agent_secret_is_the_agents_own_refusal(rig: Rig) -> None:
+    await rig.agent("rig", types=["embedding"])
+    provider = rig.hub.hub.registry.get(rig.provider_id("rig"))
+    assert provider is not None
+    forged = dataclasses.replace(provider, agent_secret="not-the-secret")
+    response = await direct(rig).send(forged, rig.request(EMBEDDINGS, "fake-embed"))
+    try:
+        assert response.status == 401
+        assert "detail" in orjson.loads(b"".join([chunk async for chunk in response.aiter_bytes()]))
+    finally:
+        await response.aclose()
+
+
+async def test_unreachable_providers_fail_before_any_byte(rig: Rig) -> None:
+    runner, _engine = await rig.agent("rig", types=["embedding"])
+    provider = rig.hub.hub.registry.get(rig.provider_id("rig"))
+    assert provider is not None
+    request = rig.request(EMBEDDINGS, "fake-embed")
+    await runner.stop()
+    with pytest.raises(TransportUnavailable, match="refused the connection"):
+        await direct(rig).send(provider, request)
+    with pytest.raises(TransportUnavailable, match="no callback_url"):
+        await direct(rig).send(dataclasses.replace(provider, callback_url=None), request)
+    metadata = dataclasses.replace(provider, callback_url="http://169.254.169.254/agent")
+    with pytest.raises(TransportUnavailable, match="callback refused"):
+        await direct(rig).send(metadata, request)

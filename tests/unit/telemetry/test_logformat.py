@@ -1,0 +1,84 @@
+"""Text and JSON log lines, with a record's structured fields."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from inference_club.telemetry.logformat import JsonFormatter, TextFormatter, configure_logging
+
+
+def record(
+    message: str = "request",
+    fields: dict[str, object] | None = None,
+    exc_info: tuple[Any, Any, Any] | None = None,
+) -> logging.LogRecord:
+    made = logging.LogRecord("inference_club.access", logging.INFO, __file__, 1, message, None, exc_info)
+    if fields is not None:
+        made.fields = fields
+    return made
+
+
+def test_text_appends_fields_as_key_value() -> None:
+    line = TextFormatter().format(
+        record(fields={"request_id": "req_1", "status": 200, "user": None, "path": "/v1/a b", "model": ""})
+    )
+    assert line.endswith(
+        'INFO inference_club.access request request_id=req_1 status=200 user=- path="/v1/a b" model=-'
+    )
+
+
+def test_text_without_fields_is_the_plain_line() -> None:
+    assert TextFormatter().format(record("hello")).endswith("INFO inference_club.access hello")
+
+
+def test_json_is_one_object_with_the_fields() -> None:
+    line = JsonFormatter().format(record(fields={"request_id": "req_1", "status": 200, "ms": 1.5}))
+    data = orjson.loads(line)
+    assert (
+        data["level"] == "INFO" and data["logger"] == "inference_club.access" and data["message"] == "request"
+    )
+    assert data["request_id"] == "req_1" and data["status"] == 200 and data["ms"] == 1.5
+    assert data["time"].endswith("+00:00")
+    assert "\n" not in line
+
+
+def test_json_carries_the_exception_on_the_same_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        line = JsonFormatter().format(record("failed", exc_info=sys.exc_info()))
+    data = orjson.loads(line)
+    assert data["message"] == "failed" and "ValueError: boom" in data["exception"]
+    assert "\n" not in line
+
+
+def test_configure_logging_leaves_a_configured_root_alone() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    root.addHandler(logging.NullHandler())
+    try:
+        configure_logging("debug", "json", stream=io.StringIO())
+        assert len(root.handlers) == len(before) + 1 and root.level == level
+    finally:
+        root.handlers = before
+        root.setLevel(level)
+
+
+def test_configure_logging_installs_the_format_on_a_bare_root() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    root.handlers = []
+    out = io.StringIO()
+    try:
+        configure_logging("info", "json", stream=out)
+        logging.getLogger("inference_club.test").info("hello", extra={"fields": {"request_id": "r1"}})
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+    assert orjson.loads(out.getvalue())["request_id"] == "r1"

@@ -213,10 +213,20 @@ function initMachines() {
 function initJob() {
   const box = document.getElementById("job");
   const id = box.dataset.job;
+  let source = null;
+  let leaving = false;
+  // Both the action's answer and the job's status event may ask for a reload; a second
+  // reload would abort the first, so only one happens.
+  const reloadOnce = () => {
+    if (leaving) return;
+    leaving = true;
+    if (source) source.close();
+    window.location.reload();
+  };
   const act = async (action) => {
     try {
       await api("POST", `/jobs/${encodeURIComponent(id)}/${action}`);
-      window.location.reload();
+      reloadOnce();
     } catch (error) {
       notice(error.message, true);
     }
@@ -226,14 +236,11 @@ function initJob() {
   const retry = document.getElementById("job-retry");
   if (retry) retry.addEventListener("click", () => act("retry"));
   if (!["QUEUED", "PROCESSING"].includes(box.dataset.status)) return;
-  const source = new EventSource(`${API}/jobs/${encodeURIComponent(id)}/events`);
+  source = new EventSource(`${API}/jobs/${encodeURIComponent(id)}/events`);
   source.addEventListener("status", (event) => {
     const job = JSON.parse(event.data);
     setStatus(document.getElementById("job-status"), job.status);
-    if (!["QUEUED", "PROCESSING"].includes(job.status)) {
-      source.close();
-      window.location.reload(); // the finished page renders the result
-    }
+    if (!["QUEUED", "PROCESSING"].includes(job.status)) reloadOnce(); // the finished page renders the result
   });
   window.addEventListener("pagehide", () => source.close());
 }

@@ -17,6 +17,7 @@ from inference_club.errors import HubError
 from inference_club.fdlimit import raise_open_file_limit
 from inference_club.services.accounts import Accounts
 from inference_club.services.invites import Invites, invite_url
+from inference_club.services.revocation import Subject
 from inference_club.settings import Settings, UnsafeSettings
 from inference_club.store.db import Database
 from inference_club.store.migrate import migrate
@@ -222,7 +223,7 @@ def users_create(name: str, admin: bool, password: bool, routing: str, data_dir:
 def users_list(data_dir: Path | None) -> None:
     """List users."""
     for user in _run(_settings(data_dir=data_dir), lambda accounts: accounts.list_users()):
-        flags = " admin" if user.is_admin else ""
+        flags = (" admin" if user.is_admin else "") + (" disabled" if user.disabled_at else "")
         click.echo(f"{user.id}\t{user.username}\t{user.routing_preference}{flags}")
 
 
@@ -239,6 +240,36 @@ def users_set_password(name: str, data_dir: Path | None) -> None:
 
     _run(_settings(data_dir=data_dir), work)
     click.echo(f"password of {name} set; their older dashboard sessions have ended", err=True)
+
+
+@users.command("disable")
+@click.argument("name")
+@data_dir_option
+def users_disable(name: str, data_dir: Path | None) -> None:
+    """Disable user NAME: their keys stop working and they cannot sign in (until enabled)."""
+    _set_disabled(name, True, data_dir)
+
+
+@users.command("enable")
+@click.argument("name")
+@data_dir_option
+def users_enable(name: str, data_dir: Path | None) -> None:
+    """Enable user NAME again after ``users disable``."""
+    _set_disabled(name, False, data_dir)
+
+
+def _set_disabled(name: str, disabled: bool, data_dir: Path | None) -> None:
+    settings = _settings(data_dir=data_dir)
+
+    async def work(accounts: Accounts) -> str:
+        user = await accounts.get_user_by_name(name)
+        await accounts.set_disabled(user.id, disabled)
+        return user.id
+
+    user_id = _run(settings, work)
+    click.echo(f"{'disabled' if disabled else 'enabled'} {name}", err=True)
+    if settings.redis_url:
+        _announce(settings.redis_url, "user", user_id)
 
 
 @users.command("invite")
@@ -293,16 +324,16 @@ def keys_revoke(key_id: str, data_dir: Path | None) -> None:
     _run(settings, lambda accounts: accounts.revoke_key(key_id))
     click.echo(f"revoked {key_id}", err=True)
     if settings.redis_url:
-        _announce_revocation(settings.redis_url, key_id)
+        _announce(settings.redis_url, "key", key_id)
 
 
-def _announce_revocation(redis_url: str, key_id: str) -> None:
+def _announce(redis_url: str, subject: Subject, ident: str) -> None:
     """Tell running replicas at once; without Redis they notice within the key cache TTL."""
     from inference_club.cluster.revocation import announce
 
-    if not asyncio.run(announce(redis_url, "key", key_id)):
+    if not asyncio.run(announce(redis_url, subject, ident)):
         click.echo(
-            "warning: Redis is unreachable; running hubs notice the revocation within the key cache TTL",
+            "warning: Redis is unreachable; running hubs notice the change within the key cache TTL",
             err=True,
         )
 

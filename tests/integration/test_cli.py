@@ -156,6 +156,18 @@ def test_data_dir_option_wins_over_env(cli: Cli, tmp_path: Path) -> None:
         assert "carol" in there and "alice" not in there
 
 
+def test_users_disable_and_enable(cli: Cli) -> None:
+    cli.ok("users", "create", "alice")
+    disabled = cli.ok("users", "disable", "alice")
+    assert "disabled alice" in disabled.stderr
+    assert cli.ok("users", "list").stdout.split("\t")[2].rstrip("\n") == "own-first disabled"
+    enabled = cli.ok("users", "enable", "alice")
+    assert "enabled alice" in enabled.stderr
+    assert "disabled" not in cli.ok("users", "list").stdout
+    ghost = cli.run("users", "disable", "ghost")
+    assert ghost.returncode == 1 and "ghost" in ghost.stderr and "Traceback" not in ghost.stderr
+
+
 # --------------------------------------------------------------------------- serve
 
 
@@ -191,6 +203,22 @@ def test_serve_prints_admin_key_once_and_revocation_reaches_the_hub(
     body = _models(base, key).json()
     assert set(body) == {"detail", "error"} and body["error"]["type"] == "invalid_api_key"
     assert _models(base, admin_key).status_code == 200
+
+    # Disabling the user stops their other keys too, as fast; enabling brings them back.
+    other = cli.ok("keys", "create", "--user", "alice", "--name", "spare").stdout.strip()
+    assert _models(base, other).status_code == 200
+    cli.ok("users", "disable", "alice")
+    disabled = time.monotonic()
+    while _models(base, other).status_code == 200:
+        assert time.monotonic() - disabled < REVOCATION_S + 0.5, "a disabled user's key still works after 5 s"
+        time.sleep(0.1)
+    cli.ok("users", "enable", "alice")
+    enabled = time.monotonic()
+    while _models(base, other).status_code != 200:
+        assert time.monotonic() - enabled < REVOCATION_S + 0.5, (
+            "an enabled user's key still refused after 5 s"
+        )
+        time.sleep(0.1)
 
     # A second start on the same database prints no key.
     process.stop()

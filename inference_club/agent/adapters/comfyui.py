@@ -278,19 +278,46 @@ class ComfyUIAdapter(Adapter):
         async with contextlib.AsyncExitStack() as stack:
             ws = await stack.enter_async_context(_Events(self._ws_url(), self.headers()))
             call.report(0.0, "queued")
-            response = await self.request(
-                "POST", "/prompt", json={"prompt": graph, "client_id": self.client_id}
-            )
-            if response.status_code == 400:
-                raise EngineRejected(f"ComfyUI refused the workflow: {_prompt_error(response)}")
-            answer = await self.engine_json(response, "the prompt")
-            if not isinstance(answer, dict) or not isinstance(answer.get("prompt_id"), str):
-                raise EngineFailed("ComfyUI answered /prompt without a prompt_id")
-            prompt_id = answer["prompt_id"]
+            prompt_id = await self._submit(graph)
             async with interrupting(interrupt, what=f"prompt {prompt_id}"):
                 await self._follow(call, ws, prompt_id)
                 return await self._outputs(prompt_id, workflow)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit(self, graph: dict[str, Any]) -> str:
+        """``POST /prompt``; the prompt's id.
+
+        ComfyUI queues the prompt before it answers, so a cancel that arrives meanwhile
+        waits (briefly) for the answer and deletes the prompt it names; otherwise the
+        prompt would run with nobody waiting for it.
+        """
+        submit = asyncio.ensure_future(
+            self.request("POST", "/prompt", json={"prompt": graph, "client_id": self.client_id})
+        )
+        try:
+            response = await asyncio.shield(submit)
+        except asyncio.CancelledError:
+            await self._drop_submitted(submit)
+            raise
+        return await self._prompt_id(response)
+
+    async def _prompt_id(self, response: httpx.Response) -> str:
+        if response.status_code == 400:
+            raise EngineRejected(f"ComfyUI refused the workflow: {_prompt_error(response)}")
+        answer = await self.engine_json(response, "the prompt")
+        if not isinstance(answer, dict) or not isinstance(answer.get("prompt_id"), str):
+            raise EngineFailed("ComfyUI answered /prompt without a prompt_id")
+        return str(answer["prompt_id"])
+
+    async def _drop_submitted(self, submit: asyncio.Future[httpx.Response]) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                prompt_id = await self._prompt_id(await submit)
+                await self.request("POST", "/queue", json={"delete": [prompt_id]}, timeout=5.0)
+                await self.request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=5.0)
+        except Exception as exc:  # a refused or lost prompt has nothing to delete
+            submit.cancel()
+            log.warning("could not delete a prompt submitted before a cancel: %r", exc)
 
     async def _follow(self, call: EngineCall, ws: _Events, prompt_id: str) -> None:
         """Wait for the prompt to finish, reporting progress; poll /history without a socket."""

@@ -62,6 +62,9 @@ class ComfyState:
     number: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     queue_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    submitted: list[str] = field(default_factory=list)
+    answer_delay_s: float = 0.0
+    """How long ``POST /prompt`` takes to answer once the prompt is queued (a busy server)."""
 
 
 def _error(
@@ -164,6 +167,9 @@ def create_comfyui(state: ComfyState | None = None) -> Starlette:
         )
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
+        state.submitted.append(prompt_id)
+        if state.answer_delay_s:
+            await asyncio.sleep(state.answer_delay_s)
         return JSONResponse({"prompt_id": prompt_id, "number": state.number, "node_errors": {}})
 
     async def history(request: Request) -> JSONResponse:

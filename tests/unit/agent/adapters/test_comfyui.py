@@ -240,6 +240,27 @@ async def test_cancel_interrupts_and_dequeues_the_prompt(comfy: tuple[ComfyUIAda
 
 
 @module_loop
+async def test_cancel_while_the_prompt_is_being_queued_deletes_it(
+    comfy: tuple[ComfyUIAdapter, ComfyState],
+) -> None:
+    """ComfyUI queues a prompt before it answers: a cancel in between must not leave it queued."""
+    adapter, state = comfy
+    state.answer_delay_s = 0.3
+    try:
+        run = asyncio.create_task(
+            adapter.run(json_call("/v1/images/generations", {"prompt": "x"}, model="txt2img"))
+        )
+        await eventually(lambda: bool(state.submitted), what="the prompt queued on the engine")
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):
+                await run
+        assert state.control.cancelled == [state.submitted[-1]]
+    finally:
+        state.answer_delay_s = 0.0
+
+
+@module_loop
 async def test_without_a_websocket_the_history_is_polled(stub_host: StubHost, tmp_path: Path) -> None:
     """A proxy in front of ComfyUI that refuses WebSockets: the prompt still completes."""
     state = ComfyState()

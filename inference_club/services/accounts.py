@@ -195,7 +195,7 @@ class Accounts:
     async def bootstrap_admin(self) -> CreatedKey | None:
         """On the first start with an empty database: an admin and one key, printed once."""
         async with self._db.transaction() as session:
-            if await q.get_meta(session, key=_BOOTSTRAPPED) or await q.count_users(session):
+            if await q.get_meta(session, key=_BOOTSTRAPPED) or await q.has_users(session):
                 return None
             await q.set_meta(session, key=_BOOTSTRAPPED, value=utcnow().isoformat())
         await self.create_user("admin", is_admin=True)

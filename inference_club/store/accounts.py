@@ -23,8 +23,9 @@ async def list_users(session: AsyncSession) -> Sequence[User]:
     return (await session.execute(select(User).order_by(User.created_at))).scalars().all()
 
 
-async def count_users(session: AsyncSession) -> int:
-    return len((await session.execute(select(User.id).limit(1))).all())
+async def has_users(session: AsyncSession) -> bool:
+    """Whether any user exists (one row is read, however many there are)."""
+    return (await session.execute(select(User.id).limit(1))).first() is not None
 
 
 async def add_user(session: AsyncSession, *, user: User) -> User:

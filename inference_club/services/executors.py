@@ -118,9 +118,20 @@ class Executor:
         self.limits = limits
 
     async def open(self, call: Call, *, background: bool = False) -> Attempt:
-        return await self.router.open(
-            call.principal, call.endpoint, call.upstream_request(), background=background
-        )
+        started = time.monotonic()
+        try:
+            return await self.router.open(
+                call.principal, call.endpoint, call.upstream_request(), background=background
+            )
+        except asyncio.CancelledError:
+            if not background:
+                # The client left before any answer (waiting for a slot or for the engine's
+                # head): the engine may have worked, so the request still gets its row.
+                record = self._usage(call, None, 499)
+                record.error_type = "client_disconnected"
+                record.latency_ms = (time.monotonic() - started) * 1000
+                self.usage.record(record)
+            raise
 
     async def respond(self, call: Call) -> Response:
         raise NotImplementedError

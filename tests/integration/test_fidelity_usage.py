@@ -149,3 +149,16 @@ async def test_a_client_disconnect_mid_stream_is_recorded_as_such(usage_stack: U
     (row,) = rows
     assert row.error_type == "client_disconnected" and row.status_code == 499
     assert row.ttft_ms is not None and row.total_tokens is None
+
+
+async def test_a_client_that_leaves_before_the_first_byte_is_recorded(usage_stack: UsageStack) -> None:
+    body = {"model": "llamacpp", "messages": CHAT, "fake_fault": "latency=30"}
+    request_id = "req_left_before_the_head"
+    async with usage_stack.http() as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(
+                "/v1/chat/completions", json=body, headers={"x-request-id": request_id}, timeout=1.0
+            )
+    (row,) = await usage_stack.rows(request_id)
+    assert row.error_type == "client_disconnected" and row.status_code == 499
+    assert row.ttft_ms is None and row.total_tokens is None and row.latency_ms >= 900

@@ -162,3 +162,16 @@ async def test_a_client_that_leaves_before_the_first_byte_is_recorded(usage_stac
     (row,) = await usage_stack.rows(request_id)
     assert row.error_type == "client_disconnected" and row.status_code == 499
     assert row.ttft_ms is None and row.total_tokens is None and row.latency_ms >= 900
+
+
+async def test_an_async_job_is_in_the_usage_report(usage_stack: UsageStack) -> None:
+    body = {"model": "llamacpp", "messages": CHAT, "fake_reply": "one two three", "async": True}
+    async with usage_stack.http() as http:
+        queued = await http.post("/v1/chat/completions", json=body)
+        assert queued.status_code == 202, queued.text
+        job = (await http.get(f"/v1/jobs/{queued.json()['id']}", params={"wait": 20})).json()
+        assert job["status"] == "PROCESSED", job
+        await usage_stack.hub.hub.usage.flush()
+        usage = (await http.get("/v1/usage", params={"days": 1})).json()
+    (row,) = [r for r in usage["data"] if r["model"] == "llamacpp"]
+    assert row["requests"] == 1 and row["errors"] == 0 and row["total_tokens"] == 7

@@ -19,7 +19,10 @@ import itertools
 import math
 import os
 from collections.abc import Mapping
+from http.client import HTTPResponse
+from http.cookiejar import Cookie, CookieJar
 from typing import Literal, cast, get_args
+from urllib.request import Request
 
 import httpx
 
@@ -78,13 +81,29 @@ def pooled_transport(
     return Http1Transport(limits=limits, fallback=sharded)
 
 
+class NoCookies(CookieJar):
+    """A cookie jar that keeps nothing.
+
+    The client is shared by every member's calls: a cookie an engine (or agent) sets on
+    one member's answer must not ride along on another member's request. Keeping none
+    also spares parsing ``Set-Cookie`` on every answer.
+    """
+
+    def extract_cookies(self, response: HTTPResponse, request: Request) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+
 def pooled_client(
     *, timeout: httpx.Timeout, limits: httpx.Limits, shards: int = DEFAULT_SHARDS
 ) -> httpx.AsyncClient:
-    """The process's client: no proxies from the environment, no redirects."""
+    """The process's client: no proxies from the environment, no redirects, no cookies."""
     return httpx.AsyncClient(
         timeout=timeout,
         transport=pooled_transport(limits=limits, shards=shards),
         follow_redirects=False,
         trust_env=False,
+        cookies=NoCookies(),
     )

@@ -16,6 +16,7 @@ from inference_club.netpool import (
     DEFAULT_TRANSPORT,
     TRANSPORT_VARIABLE,
     ShardedTransport,
+    pooled_client,
     pooled_transport,
     transport_kind,
 )
@@ -76,3 +77,30 @@ async def test_the_lean_transport_is_chosen_by_default_and_httpx_on_request() ->
 def test_an_unknown_transport_is_refused_with_the_variable_named() -> None:
     with pytest.raises(ValueError, match=TRANSPORT_VARIABLE):
         transport_kind({TRANSPORT_VARIABLE: "h2"})
+
+
+async def _set_cookie(request: Request) -> PlainTextResponse:
+    answer = PlainTextResponse("set")
+    answer.set_cookie("session", "alice-secret")
+    return answer
+
+
+async def _echo_cookie(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.headers.get("cookie", ""))
+
+
+@pytest.mark.parametrize("kind", ["lean", "httpx"])
+async def test_a_cookie_set_on_one_answer_is_not_sent_with_the_next_request(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client carries every member's calls: an engine's cookie must not cross between them."""
+    monkeypatch.setenv(TRANSPORT_VARIABLE, kind)
+    app = Starlette(routes=[Route("/set", _set_cookie), Route("/echo", _echo_cookie)])
+    async with (
+        serve_app(app) as url,
+        pooled_client(timeout=httpx.Timeout(5), limits=httpx.Limits(max_connections=4)) as client,
+    ):
+        first = await client.get(f"{url}/set")
+        assert first.headers["set-cookie"].startswith("session=alice-secret")  # still relayed as a header
+        assert (await client.get(f"{url}/echo")).text == ""
+        assert not client.cookies

@@ -73,12 +73,27 @@ def test_configure_logging_leaves_a_configured_root_alone() -> None:
 def test_configure_logging_installs_the_format_on_a_bare_root() -> None:
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level
+    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved_flags = {name: getattr(logging, name) for name in flags}
     root.handlers = []
     out = io.StringIO()
     try:
         configure_logging("info", "json", stream=out)
         logging.getLogger("inference_club.test").info("hello", extra={"fields": {"request_id": "r1"}})
+        # What no line prints is not gathered for each record.
+        assert not any(getattr(logging, name) for name in flags)
     finally:
         root.handlers = saved
         root.setLevel(level)
+        for name, value in saved_flags.items():
+            setattr(logging, name, value)
     assert orjson.loads(out.getvalue())["request_id"] == "r1"
+
+
+def test_text_time_is_the_default_format_however_it_is_cached() -> None:
+    formatter, reference = TextFormatter(), logging.Formatter()
+    for created in (1_764_300_000.001, 1_764_300_000.999, 1_764_300_001.5, 1_764_299_999.25):
+        made = record()
+        made.created, made.msecs = created, (created - int(created)) * 1000
+        assert formatter.formatTime(made) == reference.formatTime(made)
+    assert formatter.formatTime(made, "%Y") == reference.formatTime(made, "%Y")

@@ -94,9 +94,11 @@ def offered_protocol(environ: Mapping[str, str] = os.environ) -> int:
 class TunnelRefused(Exception):
     """The hub would not open the tunnel (key, protocol version, hello)."""
 
-    def __init__(self, message: str, *, kind: str) -> None:
+    def __init__(self, message: str, *, kind: str, retry_now: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.retry_now = retry_now
+        """The agent changed what it offers (an older hub's version): try again at once."""
 
 
 def tunnel_url(hub: str) -> str:
@@ -259,6 +261,9 @@ class TunnelClient:
             try:
                 welcomed = await self._session()
             except TunnelRefused as exc:
+                if exc.retry_now and not self._stopping.is_set():
+                    log.info("tunnel: %s", exc)
+                    continue
                 self._failed(exc.kind, str(exc), level=logging.ERROR)
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -376,16 +381,21 @@ class TunnelClient:
         if frame.type is FrameType.GOAWAY:
             refusal = GoAway.from_frame(frame)
             hint = ""
+            step_down = False
             if refusal.code == "unsupported_version":
                 common = set(refusal.supported) & SUPPORTED_VERSIONS
-                if common and max(common) != self.protocol:
-                    # an older hub: speak its version (without progress reports) on the next try
+                if common and max(common) < self.protocol:
+                    # An older hub: speak its version on the next try, which is at once
+                    # (nothing failed; a backoff would only delay the tunnel).
                     self.protocol = max(common)
+                    step_down = True
                     hint = f" (the hub speaks tunnel protocol {list(refusal.supported)}; retrying with {self.protocol})"
                 else:
                     hint = f" (the hub speaks tunnel protocol {list(refusal.supported)}; upgrade one side)"
             raise TunnelRefused(
-                f"the hub refused the tunnel: {refusal.code}: {refusal.message}{hint}", kind=refusal.code
+                f"the hub refused the tunnel: {refusal.code}: {refusal.message}{hint}",
+                kind=refusal.code,
+                retry_now=step_down,
             )
         try:
             return Welcome.from_frame(frame)

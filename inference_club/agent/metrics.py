@@ -27,7 +27,7 @@ from .listener import BackgroundServer, bind_listening_socket
 
 if TYPE_CHECKING:
     from ..tunnel.mux import Mux
-    from ..tunnel.traffic import ByteCount
+    from ..tunnel.traffic import Traffic
 
 
 class TunnelView(Protocol):
@@ -40,7 +40,7 @@ class TunnelView(Protocol):
     connected: asyncio.Event
     sessions: int
     failures: int
-    traffic: ByteCount
+    traffic: Traffic
 
 
 __all__ = ["AgentMetrics", "MetricsServer", "RelayOutcome"]
@@ -146,14 +146,15 @@ class AgentMetrics:
             "Requests in flight over the tunnel.",
             value=0 if mux is None else len(mux.streams),
         )
-        traffic = CounterMetricFamily(
-            "ic_agent_tunnel_bytes",
-            "WebSocket bytes over the tunnel since start, by direction as the agent sees it.",
-            labels=["direction"],
-        )
-        traffic.add_metric(["in"], tunnel.traffic.received)
-        traffic.add_metric(["out"], tunnel.traffic.sent)
-        yield traffic
+        for suffix, what, received, sent in tunnel.traffic.families():
+            family = CounterMetricFamily(
+                f"ic_agent_tunnel_{suffix}",
+                f"{what} over the tunnel since start, by direction as the agent sees it.",
+                labels=["direction"],
+            )
+            family.add_metric(["in"], received)
+            family.add_metric(["out"], sent)
+            yield family
 
 
 class MetricsApp:

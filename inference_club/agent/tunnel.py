@@ -55,7 +55,7 @@ from ..tunnel.protocol import (
     Welcome,
     decode_frame,
 )
-from ..tunnel.traffic import ByteCount
+from ..tunnel.traffic import Traffic
 from ..waiting import wait_event
 from .config import AgentConfig
 from .heartbeat import MAX_BACKOFF_S, backoff_delay, heartbeat_body
@@ -111,9 +111,9 @@ def tunnel_url(hub: str) -> str:
 class ClientLink:
     """The tunnel's link over a ``websockets`` client connection."""
 
-    def __init__(self, ws: ClientConnection, traffic: ByteCount | None = None) -> None:
+    def __init__(self, ws: ClientConnection, traffic: Traffic | None = None) -> None:
         self._ws = ws
-        self._traffic = traffic if traffic is not None else ByteCount()
+        self._traffic = traffic if traffic is not None else Traffic()
 
     async def receive(self) -> bytes | None:
         try:
@@ -123,10 +123,12 @@ class ClientLink:
         if isinstance(message, str):
             raise ProtocolError("text message on the tunnel (frames are binary)")
         self._traffic.received += len(message)
+        self._traffic.messages_received += 1
         return message
 
     async def send(self, data: bytes) -> None:
         self._traffic.sent += len(data)
+        self._traffic.messages_sent += 1
         await self._ws.send(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -180,7 +182,7 @@ class TunnelClient:
         self._last_failure: str | None = None
         self.protocol = offered_protocol()
         """The tunnel protocol version offered in the hello (lowered for an older hub)."""
-        self.traffic = ByteCount()
+        self.traffic = Traffic()
         """Bytes over this agent's tunnel connections (read by the agent's metrics)."""
 
     def __repr__(self) -> str:
@@ -320,7 +322,9 @@ class TunnelClient:
                 max_streams=self.max_streams,
             )
             await link.send(hello.to_frame().encode())
+            self.traffic.frames_sent += 1
             welcome = await self._read_welcome(ws, link)
+            self.traffic.frames_received += 1  # the WELCOME (the mux counts every later frame)
             mux = Mux(
                 link,
                 opener=False,
@@ -332,6 +336,7 @@ class TunnelClient:
                 max_streams=self.max_streams,
                 ping_interval_s=welcome.ping_interval_s,
                 dead_after_s=welcome.dead_after_s,
+                traffic=self.traffic,
                 on_open=self._on_open,
                 on_reset=self._on_reset,
                 on_control=self._on_control,

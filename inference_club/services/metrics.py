@@ -33,7 +33,7 @@ from inference_club.store import jobs as jobs_q
 from inference_club.store import workflows as workflows_q
 from inference_club.store.tables import Job
 from inference_club.telemetry.tally import Buckets, FamiliesCollector, Tally
-from inference_club.tunnel.traffic import ByteCount
+from inference_club.tunnel.traffic import Traffic
 
 if TYPE_CHECKING:
     from inference_club.services.container import Hub
@@ -104,7 +104,7 @@ class HubMetrics:
         self.jobs_finished = Tally(
             "ic_jobs_finished", "Jobs that reached a final status in this process.", ["status"]
         )
-        self.tunnel_traffic = ByteCount()
+        self.tunnel_traffic = Traffic()
         self.open_requests: dict[str, RequestFacts] = {}
         self._hub: Hub | None = None
         self._view = _DatabaseView({}, {}, None)
@@ -201,14 +201,15 @@ class HubMetrics:
                 "Answer bytes received over tunnels and not yet read.",
                 stats.buffered_bytes,
             )
-        traffic = CounterMetricFamily(
-            "ic_tunnel_bytes",
-            "WebSocket bytes over agent tunnels (frames included), by direction as the hub sees it.",
-            labels=["direction"],
-        )
-        traffic.add_metric(["in"], self.tunnel_traffic.received)
-        traffic.add_metric(["out"], self.tunnel_traffic.sent)
-        yield traffic
+        for suffix, what, received, sent in self.tunnel_traffic.families():
+            family = CounterMetricFamily(
+                f"ic_tunnel_{suffix}",
+                f"{what} over agent tunnels, by direction as the hub sees it.",
+                labels=["direction"],
+            )
+            family.add_metric(["in"], received)
+            family.add_metric(["out"], sent)
+            yield family
 
         in_use = GaugeMetricFamily(
             "ic_capacity_slots_in_use",

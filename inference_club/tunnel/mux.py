@@ -53,6 +53,7 @@ from .protocol import (
     window_frame,
     window_increment,
 )
+from .traffic import Traffic
 
 __all__ = ["ConnectionLost", "Link", "Mux", "Stream", "StreamReset", "StreamUnavailable"]
 
@@ -282,8 +283,11 @@ class Mux:
         on_control: ControlHandler | None = None,
         label: str = "tunnel",
         protocol: int = 1,
+        traffic: Traffic | None = None,
     ) -> None:
         self._link = link
+        self._traffic = traffic if traffic is not None else Traffic()
+        """Where frames are counted (shared by a side's connections, for its metrics)."""
         self.protocol = protocol
         """The tunnel's negotiated version (the base protocol unless told)."""
         self.batch_size = min(MAX_BATCH, send_max_frame) if protocol >= BATCH_VERSION else 0
@@ -418,8 +422,10 @@ class Mux:
             try:
                 if self.batch_size:
                     for frame in decode_frames(data, max_size=self.recv_max_frame):
+                        self._traffic.frames_received += 1
                         self._dispatch(frame)
                 else:
+                    self._traffic.frames_received += 1
                     self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
             except ProtocolError as exc:
                 log.warning("%s: protocol error: %s", self.label, exc)
@@ -438,6 +444,7 @@ class Mux:
                 data = self._take_batch(self.batch_size)
             else:
                 data = self._take_frame()
+                self._traffic.frames_sent += 1
             if self._queued_data < MAX_QUEUED_DATA:
                 self._room_free.set()
             self.messages_sent += 1
@@ -472,6 +479,7 @@ class Mux:
                 frame = self._merge_data(frame, min(self.max_data, room))
             parts.append(frame)
             size += len(frame)
+        self._traffic.frames_sent += len(parts)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _merge_data(self, first: bytes, max_payload: int) -> bytes:

@@ -1,4 +1,8 @@
-"""Bytes that crossed one side's tunnel connections, counted as frames go by (for metrics)."""
+"""What crossed one side's tunnel connections, counted as it goes by (for metrics).
+
+Bytes and WebSocket messages are counted by the link, frames by the multiplexer; on a
+batching tunnel (protocol 3) frames per message shows how much batching saves.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,27 @@ from dataclasses import dataclass
 
 
 @dataclass(slots=True)
-class ByteCount:
-    """Two running totals; the link adds to them inline, the metrics scrape reads them."""
+class Traffic:
+    """Running totals; the link and the mux add to them inline, the metrics scrape reads them."""
 
     received: int = 0
+    """Bytes received (frame headers included)."""
     sent: int = 0
+    """Bytes sent."""
+    messages_received: int = 0
+    messages_sent: int = 0
+    frames_received: int = 0
+    frames_sent: int = 0
+
+    def families(self) -> tuple[tuple[str, str, int, int], ...]:
+        """``(name suffix, what it counts, in, out)`` for each total, as metrics name them."""
+        return (
+            ("bytes", "WebSocket bytes (frame headers included)", self.received, self.sent),
+            ("messages", "WebSocket messages", self.messages_received, self.messages_sent),
+            (
+                "frames",
+                "Tunnel frames (several per message on a batching tunnel)",
+                self.frames_received,
+                self.frames_sent,
+            ),
+        )

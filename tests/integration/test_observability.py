@@ -149,6 +149,9 @@ async def test_every_family_moves_during_a_small_run(hub: RunningHub, transport:
             assert value(after_chat, "ic_tunnel_connections") == 1
             assert value(after_chat, "ic_tunnel_bytes_total", direction="in") > 0
             assert value(after_chat, "ic_tunnel_bytes_total", direction="out") > 0
+            for direction in ("in", "out"):
+                messages = value(after_chat, "ic_tunnel_messages_total", direction=direction)
+                assert 0 < messages <= value(after_chat, "ic_tunnel_frames_total", direction=direction)
 
         # A slow stream holds the only slot: a job stays queued, a second request waits.
         stream_body = {
@@ -219,6 +222,9 @@ async def test_every_family_moves_during_a_small_run(hub: RunningHub, transport:
             assert value(relayed, "ic_agent_tunnel_connected") == 1
             assert value(relayed, "ic_agent_tunnel_sessions_total") == 1
             assert value(relayed, "ic_agent_tunnel_bytes_total", direction="in") > 0
+            for direction in ("in", "out"):
+                messages = value(relayed, "ic_agent_tunnel_messages_total", direction=direction)
+                assert 0 < messages <= value(relayed, "ic_agent_tunnel_frames_total", direction=direction)
 
         failed = await http.post(
             "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "fake_fault": "status=503"}

@@ -19,7 +19,7 @@ from inference_club.services.auth import Principal
 from inference_club.services.container import Hub
 from inference_club.services.transports.tunnel import TunnelTransport
 from inference_club.tunnel.protocol import CloseCode, ProtocolError
-from inference_club.tunnel.traffic import ByteCount
+from inference_club.tunnel.traffic import Traffic
 
 router = APIRouter(tags=["agent"])
 log = logging.getLogger("inference_club.tunnel")
@@ -51,10 +51,10 @@ def _quiet_uvicorn_denials() -> None:
 class WebSocketLink:
     """The tunnel's :class:`~inference_club.tunnel.mux.Link` over a Starlette WebSocket."""
 
-    def __init__(self, websocket: WebSocket, traffic: ByteCount | None = None) -> None:
+    def __init__(self, websocket: WebSocket, traffic: Traffic | None = None) -> None:
         self._ws = websocket
         self._gone = False
-        self._traffic = traffic if traffic is not None else ByteCount()
+        self._traffic = traffic if traffic is not None else Traffic()
 
     async def receive(self) -> bytes | None:
         if self._gone:
@@ -67,10 +67,12 @@ class WebSocketLink:
         if data is None:
             raise ProtocolError("text message on the tunnel (frames are binary)")
         self._traffic.received += len(data)
+        self._traffic.messages_received += 1
         return bytes(data)
 
     async def send(self, data: bytes) -> None:
         self._traffic.sent += len(data)
+        self._traffic.messages_sent += 1
         await self._ws.send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -100,8 +102,9 @@ async def tunnel(websocket: WebSocket) -> None:
         return await hub.auth.authenticate(authorization)
 
     await websocket.accept()
-    link = WebSocketLink(websocket, websocket.app.state.metrics.tunnel_traffic)
-    await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer)
+    traffic = websocket.app.state.metrics.tunnel_traffic
+    link = WebSocketLink(websocket, traffic)
+    await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer, traffic=traffic)
 
 
 async def _deny(websocket: WebSocket, exc: HubError) -> None:

@@ -25,6 +25,7 @@ from inference_club.tunnel.protocol import (
     decode_frame,
     decode_frames,
 )
+from inference_club.tunnel.traffic import Traffic
 from tests.polling import eventually
 
 
@@ -367,6 +368,25 @@ async def test_frames_of_many_streams_share_one_send_only_on_a_batching_tunnel(p
         assert len(messages) == (1 if protocol >= 3 else 100)
         if protocol < 3:
             assert [decode_frame(m) for m in messages] == frames
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_frames_are_counted_as_they_cross(protocol: int) -> None:
+    traffic = Traffic()  # both sides count into it here: every frame sent is also received
+    async with running_pair(protocol=protocol, traffic=traffic) as pair:
+        for i in range(50):
+            stream = open_request(pair.hub)
+            await stream.write(bytes([i]) * 100)
+            stream.end()
+        accepted = await pair.accepted(50)
+        assert [await read_all(s) for s in accepted] == [bytes([i]) * 100 for i in range(50)]
+        await eventually(lambda: traffic.frames_received == traffic.frames_sent)
+        messages = pair.hub.messages_sent + pair.agent.messages_sent
+        assert traffic.frames_sent >= 100
+        if protocol >= 3:
+            assert traffic.frames_sent > messages  # batches: several frames per message
+        else:
+            assert traffic.frames_sent == messages
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 from inference_club.surfaces.http import tunnel as tunnel_route
 from inference_club.surfaces.http.tunnel import WebSocketLink
 from inference_club.tunnel.protocol import CloseCode, ProtocolError
-from inference_club.tunnel.traffic import ByteCount
+from inference_club.tunnel.traffic import Traffic
 from tests.unit.surfaces.http.conftest import MODULE_LOOP, InProcessHub
 
 pytestmark = MODULE_LOOP
@@ -102,11 +102,11 @@ async def test_a_good_key_is_accepted_and_a_peer_leaving_before_hello_ends_the_r
     assert [p for p in api.hub.registry.all() if p.user_id == user_id] == []  # no hello, no provider
 
 
-async def connected_link(*incoming: dict[str, Any]) -> tuple[WebSocketLink, Peer, ByteCount]:
+async def connected_link(*incoming: dict[str, Any]) -> tuple[WebSocketLink, Peer, Traffic]:
     peer = Peer({"type": "websocket.connect"}, *incoming)
     websocket = WebSocket(ws_scope(None), peer.receive, peer.send)
     await websocket.accept()
-    traffic = ByteCount()
+    traffic = Traffic()
     return WebSocketLink(websocket, traffic), peer, traffic
 
 

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ..telemetry.tally import Buckets, FamiliesCollector, Tally
+from ..telemetry.tally import Buckets, FamiliesCollector, Tally, in_out_counters
 from .discovery import Catalog
 from .listener import BackgroundServer, bind_listening_socket
 
@@ -146,15 +146,11 @@ class AgentMetrics:
             "Requests in flight over the tunnel.",
             value=0 if mux is None else len(mux.streams),
         )
-        for suffix, what, received, sent in tunnel.traffic.families():
-            family = CounterMetricFamily(
-                f"ic_agent_tunnel_{suffix}",
-                f"{what} over the tunnel since start, by direction as the agent sees it.",
-                labels=["direction"],
-            )
-            family.add_metric(["in"], received)
-            family.add_metric(["out"], sent)
-            yield family
+        yield from in_out_counters(
+            "ic_agent_tunnel",
+            "over the tunnel since start, by direction as the agent sees it",
+            tunnel.traffic.families(),
+        )
 
 
 class MetricsApp:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from inference_club.domain.clock import as_utc, utcnow
@@ -32,7 +32,7 @@ from inference_club.services.usage import Usage
 from inference_club.store import jobs as jobs_q
 from inference_club.store import workflows as workflows_q
 from inference_club.store.tables import Job
-from inference_club.telemetry.tally import Buckets, FamiliesCollector, Tally
+from inference_club.telemetry.tally import Buckets, FamiliesCollector, Tally, in_out_counters
 from inference_club.tunnel.traffic import Traffic
 
 if TYPE_CHECKING:
@@ -201,15 +201,9 @@ class HubMetrics:
                 "Answer bytes received over tunnels and not yet read.",
                 stats.buffered_bytes,
             )
-        for suffix, what, received, sent in self.tunnel_traffic.families():
-            family = CounterMetricFamily(
-                f"ic_tunnel_{suffix}",
-                f"{what} over agent tunnels, by direction as the hub sees it.",
-                labels=["direction"],
-            )
-            family.add_metric(["in"], received)
-            family.add_metric(["out"], sent)
-            yield family
+        yield from in_out_counters(
+            "ic_tunnel", "over agent tunnels, by direction as the hub sees it", self.tunnel_traffic.families()
+        )
 
         in_use = GaugeMetricFamily(
             "ic_capacity_slots_in_use",

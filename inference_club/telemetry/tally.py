@@ -109,3 +109,14 @@ class FamiliesCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from self._families()
+
+
+def in_out_counters(
+    prefix: str, seen_by: str, totals: Iterable[tuple[str, str, int, int]]
+) -> Iterator[Metric]:
+    """A counter family ``<prefix>_<suffix>`` per ``(suffix, what, in, out)``, labelled ``direction``."""
+    for suffix, what, received, sent in totals:
+        family = CounterMetricFamily(f"{prefix}_{suffix}", f"{what} {seen_by}.", labels=["direction"])
+        family.add_metric(["in"], received)
+        family.add_metric(["out"], sent)
+        yield family

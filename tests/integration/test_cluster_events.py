@@ -205,7 +205,10 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_cli_revocation_reaches_running_hubs(tmp_path: Path, shared_db: str, redis_url: str) -> None:
+@pytest.mark.parametrize("command", ["keys revoke", "users disable"])
+async def test_cli_revocation_and_disable_reach_running_hubs(
+    tmp_path: Path, shared_db: str, redis_url: str, command: str
+) -> None:
     async with two_hubs(tmp_path, shared_db, redis_url, key_cache_ttl_s=60.0) as (a, b):
         await a.new_user("alice")
         created = await a.hub.accounts.create_key("alice")
@@ -216,30 +219,13 @@ async def test_cli_revocation_reaches_running_hubs(tmp_path: Path, shared_db: st
                 "IC_REDIS_URL": redis_url,
                 "IC_DATA_DIR": str(tmp_path / "cli"),
             }
+            target = created.key.id if command == "keys revoke" else "alice"
             result = await asyncio.to_thread(
-                CliRunner().invoke, cli_main, ["keys", "revoke", created.key.id], env=env
-            )
-            assert result.exit_code == 0, result.output
-            await eventually(lambda: _refused(on_b, created.raw), timeout=5, what="B refuses the revoked key")
-
-
-async def test_cli_disable_reaches_running_hubs(tmp_path: Path, shared_db: str, redis_url: str) -> None:
-    async with two_hubs(tmp_path, shared_db, redis_url, key_cache_ttl_s=60.0) as (a, b):
-        await a.new_user("alice")
-        created = await a.hub.accounts.create_key("alice")
-        async with httpx.AsyncClient(base_url=b.base_url) as on_b:
-            assert (await on_b.get("/v1/models", headers=bearer(created.raw))).status_code == 200
-            env = {
-                "IC_DATABASE_URL": shared_db,
-                "IC_REDIS_URL": redis_url,
-                "IC_DATA_DIR": str(tmp_path / "cli"),
-            }
-            result = await asyncio.to_thread(
-                CliRunner().invoke, cli_main, ["users", "disable", "alice"], env=env
+                CliRunner().invoke, cli_main, [*command.split(), target], env=env
             )
             assert result.exit_code == 0, result.output
             await eventually(
-                lambda: _refused(on_b, created.raw), timeout=5, what="B refuses the disabled user's key"
+                lambda: _refused(on_b, created.raw), timeout=5, what=f"B refuses the key after {command}"
             )
 
 

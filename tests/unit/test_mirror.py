@@ -20,7 +20,7 @@ WITHOUT_UNIT_TESTS: dict[str, str] = {
     "domain/http_headers": "declarations: sets of header names",
     "domain/service_types": "declarations: the service-type enum",
     "store/tables": "declarations: tables; tests/unit/store/test_migrate.py checks them against migrations",
-    "tunnel/traffic": "declarations: a dataclass of two counters",
+    "tunnel/traffic": "declarations: a dataclass of counters and the list of them",
 }
 
 # Unit-test files that are not a module's mirror, and the module each one tests.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_club.telemetry.tally import Buckets, FamiliesCollector, Tally
+from inference_club.telemetry.tally import Buckets, FamiliesCollector, Tally, in_out_counters
 
 
 def scrape(*families: Tally | Buckets) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,3 +51,15 @@ def test_buckets_are_cumulative_with_sum_and_count() -> None:
     assert samples[("ic_wait_seconds_sum", (route,))] == 52.65
     assert latency.count(("/x",)) == 5
     assert latency.count(("/y",)) == 0
+
+
+def test_in_out_counters_name_each_total_and_label_its_direction() -> None:
+    families = list(
+        in_out_counters("ic_x", "seen here", [("bytes", "Bytes", 10, 20), ("frames", "Frames", 1, 2)])
+    )
+    assert [f.name for f in families] == ["ic_x_bytes", "ic_x_frames"]
+    assert families[0].documentation == "Bytes seen here."
+    assert [(s.labels, s.value) for s in families[1].samples] == [
+        ({"direction": "in"}, 1),
+        ({"direction": "out"}, 2),
+    ]

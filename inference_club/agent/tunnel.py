@@ -113,7 +113,7 @@ class ClientLink:
 
     def __init__(self, ws: ClientConnection, traffic: Traffic | None = None) -> None:
         self._ws = ws
-        self._traffic = traffic if traffic is not None else Traffic()
+        self.traffic = traffic if traffic is not None else Traffic()
 
     async def receive(self) -> bytes | None:
         try:
@@ -122,13 +122,13 @@ class ClientLink:
             return None
         if isinstance(message, str):
             raise ProtocolError("text message on the tunnel (frames are binary)")
-        self._traffic.received += len(message)
-        self._traffic.messages_received += 1
+        self.traffic.received += len(message)
+        self.traffic.messages_received += 1
         return message
 
     async def send(self, data: bytes) -> None:
-        self._traffic.sent += len(data)
-        self._traffic.messages_sent += 1
+        self.traffic.sent += len(data)
+        self.traffic.messages_sent += 1
         await self._ws.send(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -322,9 +322,9 @@ class TunnelClient:
                 max_streams=self.max_streams,
             )
             await link.send(hello.to_frame().encode())
-            self.traffic.frames_sent += 1
+            link.traffic.frames_sent += 1
             welcome = await self._read_welcome(ws, link)
-            self.traffic.frames_received += 1  # the WELCOME (the mux counts every later frame)
+            link.traffic.frames_received += 1  # the WELCOME (the mux counts every later frame)
             mux = Mux(
                 link,
                 opener=False,
@@ -336,7 +336,6 @@ class TunnelClient:
                 max_streams=self.max_streams,
                 ping_interval_s=welcome.ping_interval_s,
                 dead_after_s=welcome.dead_after_s,
-                traffic=self.traffic,
                 on_open=self._on_open,
                 on_reset=self._on_reset,
                 on_control=self._on_control,

@@ -70,6 +70,10 @@ _MAX_CREDIT = (1 << 31) - 1
 class Link(Protocol):
     """One WebSocket connection, whichever library holds it."""
 
+    traffic: Traffic
+    """What crossed it (shared by a side's connections, for its metrics): the link counts
+    bytes and messages, the mux and the handshake count frames."""
+
     async def receive(self) -> bytes | None:
         """The next binary message, or None once the peer has closed."""
 
@@ -283,11 +287,9 @@ class Mux:
         on_control: ControlHandler | None = None,
         label: str = "tunnel",
         protocol: int = 1,
-        traffic: Traffic | None = None,
     ) -> None:
         self._link = link
-        self._traffic = traffic if traffic is not None else Traffic()
-        """Where frames are counted (shared by a side's connections, for its metrics)."""
+        self._traffic = link.traffic
         self.protocol = protocol
         """The tunnel's negotiated version (the base protocol unless told)."""
         self.batch_size = min(MAX_BATCH, send_max_frame) if protocol >= BATCH_VERSION else 0

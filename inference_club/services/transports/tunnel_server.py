@@ -42,7 +42,6 @@ from inference_club.tunnel.protocol import (
     Welcome,
     decode_frame,
 )
-from inference_club.tunnel.traffic import Traffic
 
 log = logging.getLogger("inference_club.tunnel")
 
@@ -158,14 +157,12 @@ class TunnelServer:
         *,
         reauthenticate: Reauthenticate | None = None,
         peer: str = "",
-        traffic: Traffic | None = None,
     ) -> None:
         """Run one agent's tunnel until it closes: hello, registration, streams, heartbeats."""
         hello = await self._read_hello(link)
         if hello is None:
             return
-        if traffic is not None:
-            traffic.frames_received += 1  # the HELLO (the mux counts every later frame)
+        link.traffic.frames_received += 1  # the HELLO (the mux counts every later frame)
         body = dict(hello.heartbeat)
         body.update(transport="tunnel", callback_url=None)
         try:
@@ -194,7 +191,6 @@ class TunnelServer:
             dead_after_s=self.dead_after_s,
             on_control=on_control,
             label=f"tunnel {provider.name}/{tunnel_id}",
-            traffic=traffic,
         )
         tunnel = HubTunnel(
             mux,

@@ -54,7 +54,7 @@ class WebSocketLink:
     def __init__(self, websocket: WebSocket, traffic: Traffic | None = None) -> None:
         self._ws = websocket
         self._gone = False
-        self._traffic = traffic if traffic is not None else Traffic()
+        self.traffic = traffic if traffic is not None else Traffic()
 
     async def receive(self) -> bytes | None:
         if self._gone:
@@ -66,13 +66,13 @@ class WebSocketLink:
         data = message.get("bytes")
         if data is None:
             raise ProtocolError("text message on the tunnel (frames are binary)")
-        self._traffic.received += len(data)
-        self._traffic.messages_received += 1
+        self.traffic.received += len(data)
+        self.traffic.messages_received += 1
         return bytes(data)
 
     async def send(self, data: bytes) -> None:
-        self._traffic.sent += len(data)
-        self._traffic.messages_sent += 1
+        self.traffic.sent += len(data)
+        self.traffic.messages_sent += 1
         await self._ws.send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
@@ -102,9 +102,8 @@ async def tunnel(websocket: WebSocket) -> None:
         return await hub.auth.authenticate(authorization)
 
     await websocket.accept()
-    traffic = websocket.app.state.metrics.tunnel_traffic
-    link = WebSocketLink(websocket, traffic)
-    await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer, traffic=traffic)
+    link = WebSocketLink(websocket, websocket.app.state.metrics.tunnel_traffic)
+    await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer)
 
 
 async def _deny(websocket: WebSocket, exc: HubError) -> None:

@@ -38,6 +38,7 @@ class MemoryLink:
         self.closed_with: tuple[int, str] | None = None
         self.sent: list[bytes] = []
         self.mute = False  # drop everything sent (a peer that went silent)
+        self.traffic = Traffic()
 
     async def receive(self) -> bytes | None:
         return await self.inbox.get()
@@ -80,6 +81,8 @@ class Pair:
 @contextlib.asynccontextmanager
 async def running_pair(**options: Any) -> AsyncIterator[Pair]:
     hub_link, agent_link = link_pair()
+    if "traffic" in options:  # one count for both sides
+        hub_link.traffic = agent_link.traffic = options.pop("traffic")
     window = options.pop("window", 4096)
     common: dict[str, Any] = {"recv_window": window, "send_window": window, **options}
     hub = Mux(hub_link, opener=True, label="hub", **common)

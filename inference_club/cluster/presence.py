@@ -42,7 +42,7 @@ from inference_club.cluster.subscription import Subscription
 from inference_club.domain.providers import ProviderState, ServiceDecl, ServiceInfo
 from inference_club.errors import DatabaseUnavailable, SharedStateUnavailable
 from inference_club.services.registry import ProviderRegistry
-from inference_club.waiting import wait_event
+from inference_club.waiting import cancel_and_wait, wait_event
 
 log = logging.getLogger("inference_club.cluster")
 
@@ -189,9 +189,7 @@ class Presence:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._subscription.stop()
         # Tunnels close with this process: tell the others now rather than at expiry.

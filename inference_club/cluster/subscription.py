@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from inference_club.cluster.redis_link import RedisLink
 from inference_club.errors import SharedStateUnavailable
+from inference_club.waiting import cancel_and_wait
 
 log = logging.getLogger("inference_club.cluster")
 
@@ -53,9 +54,7 @@ class Subscription:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         self.connected.clear()
 

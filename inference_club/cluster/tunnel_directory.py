@@ -28,6 +28,7 @@ from typing import Any
 
 from inference_club.cluster.redis_link import RedisLink
 from inference_club.errors import SharedStateUnavailable
+from inference_club.waiting import cancel_and_wait
 
 log = logging.getLogger("inference_club.cluster")
 
@@ -187,9 +188,7 @@ class TunnelDirectory:
         """Forget this replica's claims and URL (the other replicas stop relaying here)."""
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self.settled()
         with contextlib.suppress(SharedStateUnavailable):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from inference_club.waiting import wait_event
+from inference_club.waiting import cancel_and_wait, wait_event
 
 
 async def test_it_says_whether_the_event_was_set() -> None:
@@ -37,3 +37,37 @@ async def test_a_cancel_that_meets_the_wake_up_ends_the_waiting_loop() -> None:
         async with asyncio.timeout(5):
             await task
     assert rounds == 0
+
+
+async def test_a_loop_that_survives_one_cancel_is_cancelled_again_until_it_ends() -> None:
+    cancels = 0
+
+    async def stubborn() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels == 1:
+                    continue  # as if a library had turned this cancel into an error
+                raise
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await cancel_and_wait(task, again_after_s=0.01)
+    assert task.cancelled() and cancels == 2
+
+
+async def test_cancel_and_wait_raises_what_the_task_ended_with() -> None:
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="cleanup failed"):
+        await cancel_and_wait(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,6 +64,51 @@ async def test_401_detail_without_a_valid_key(
     assert body["error"]["message"] == body["detail"] and body["error"]["type"] == "invalid_api_key"
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["x-request-id"]
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines if line)
+    await reader.readexactly(int(headers["content-length"]))
+    return int(status_line.split()[1]), headers
+
+
+async def test_a_refusal_waits_for_the_body_so_the_connection_stays_usable(hub: RunningHub) -> None:
+    """A 401 decided from the head alone: answered once the body is in, on a connection that
+    stays open for the next request. Behind a proxy that streams bodies (nginx), an answer
+    before the body made the proxy drop the client's kept-alive connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(hub.base_url.rsplit(":", 1)[1]))
+    body = b'{"model": "m", "input": "x"}'
+    writer.write(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer ic_not_a_real_key\r\n"
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    await writer.drain()
+    with pytest.raises(TimeoutError):  # nothing is answered while the body is missing
+        async with asyncio.timeout(0.3):
+            await reader.read(1)
+    writer.write(body)
+    status, headers = await read_answer(reader)
+    assert status == 401 and headers.get("connection") != "close"
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")  # the same connection, reused
+    assert (await read_answer(reader))[0] == 200
+    writer.close()
+
+
+async def test_a_refused_upload_too_big_to_wait_for_closes_its_connection(hub: RunningHub) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(hub.base_url.rsplit(":", 1)[1]))
+    writer.write(
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: hub\r\n"
+        + b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 50000000\r\n\r\n"
+    )
+    await writer.drain()
+    status, headers = await read_answer(reader)  # at once: no 50 MB are read for a 401
+    assert status == 401 and headers["connection"] == "close"
+    async with asyncio.timeout(10):
+        assert await reader.read() == b""  # and the hub closed it
+    writer.close()
 
 
 async def test_models_with_a_key_is_an_empty_list(client: httpx.AsyncClient, key: str) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference_club.surfaces.http import error_handlers
+from inference_club.surfaces.http import error_handlers, middleware
 from inference_club.surfaces.http.middleware import BodyLimitMiddleware, TrailingSlashMiddleware
 
 JSON_LIMIT = 100
@@ -141,3 +142,134 @@ async def test_trailing_slash_is_ignored_by_the_whole_app() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
         answer = await http.get("/v1/thing/")
     assert answer.status_code == 200 and answer.json() == {"ok": "yes"}
+
+
+# An answer decided before the body arrived (401, 429, 404) reads the body first.
+
+
+class Exchange:
+    """A raw ASGI exchange: the body arrives in ``parts``; it records what happened in order."""
+
+    def __init__(
+        self, parts: list[bytes], *, headers: list[tuple[bytes, bytes]], stall: bool = False
+    ) -> None:
+        self.parts = list(parts)
+        self.headers = headers
+        self.stall = stall  # after the parts, the client sends nothing more (nor leaves)
+        self.events: list[str] = []
+        self.answer_headers: list[tuple[bytes, bytes]] = []
+
+    async def receive(self) -> Message:
+        if not self.parts:
+            if self.stall:
+                await asyncio.Event().wait()
+            self.events.append("disconnect")
+            return {"type": "http.disconnect"}
+        part = self.parts.pop(0)
+        self.events.append(f"body {len(part)}")
+        return {"type": "http.request", "body": part, "more_body": bool(self.parts) or self.stall}
+
+    async def send(self, message: Message) -> None:
+        self.events.append(message["type"])
+        if message["type"] == "http.response.start":
+            self.answer_headers = list(message.get("headers", []))
+
+    async def run(self, app: ASGIApp) -> None:
+        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": self.headers}
+        await BodyLimitMiddleware(app, json_limit=10 << 20, upload_limit=10 << 20)(
+            scope, self.receive, self.send
+        )
+
+    @property
+    def closes(self) -> bool:
+        return (b"connection", b"close") in self.answer_headers
+
+
+async def answer_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 429, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def read_then_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    while (await receive()).get("more_body", False):
+        pass
+    await answer_at_once(scope, receive, send)
+
+
+def sized(total: int) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(total).encode())]
+
+
+async def test_an_answer_given_before_the_body_arrived_reads_the_body_first() -> None:
+    exchange = Exchange([b"a" * 10, b"b" * 10], headers=sized(20))
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["body 10", "body 10", "http.response.start", "http.response.body"]
+    assert not exchange.closes  # the connection stays reusable
+
+
+async def test_an_unsized_body_is_read_before_an_early_answer_too() -> None:
+    exchange = Exchange([b"a", b"b", b""], headers=[(b"transfer-encoding", b"chunked")])
+    await exchange.run(answer_at_once)
+    assert exchange.events[:3] == ["body 1", "body 1", "body 0"] and not exchange.closes
+
+
+async def test_an_app_that_read_the_body_answers_unchanged() -> None:
+    exchange = Exchange([b"a" * 10, b"b" * 10], headers=sized(20))
+    await exchange.run(read_then_answer)
+    assert exchange.events == ["body 10", "body 10", "http.response.start", "http.response.body"]
+    assert not exchange.closes
+
+
+async def test_a_request_without_a_body_is_answered_at_once() -> None:
+    exchange = Exchange([b""], headers=[])
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["http.response.start", "http.response.body"] and not exchange.closes
+
+
+async def test_a_body_too_big_to_read_first_closes_the_connection_after_the_answer() -> None:
+    exchange = Exchange([b"a"], headers=sized(middleware.SETTLE_MAX_BYTES + 10))
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["http.response.start", "http.response.body"]  # not a byte read
+    assert exchange.closes
+
+
+async def test_an_unsized_body_past_the_bound_closes_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(middleware, "SETTLE_MAX_BYTES", 15)
+    exchange = Exchange([b"a" * 10, b"b" * 10, b"c" * 10], headers=[(b"transfer-encoding", b"chunked")])
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["body 10", "body 10", "http.response.start", "http.response.body"]
+    assert exchange.closes
+
+
+async def test_a_body_that_stops_arriving_closes_the_connection_after_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(middleware, "SETTLE_TIMEOUT_S", 0.05)
+    exchange = Exchange([b"a" * 5], headers=sized(20), stall=True)
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["body 5", "http.response.start", "http.response.body"] and exchange.closes
+
+
+async def test_a_client_that_leaves_while_the_body_is_read_gets_a_closing_answer() -> None:
+    exchange = Exchange([], headers=sized(20))  # 20 bytes promised, then the client is gone
+    await exchange.run(answer_at_once)
+    assert exchange.events == ["disconnect", "http.response.start", "http.response.body"] and exchange.closes
+
+
+async def test_an_answer_while_the_app_is_reading_the_body_closes_rather_than_read_twice() -> None:
+    # Two readers of one body would each get half of it: the answer closes the connection instead.
+    exchange = Exchange([b"a" * 5], headers=sized(20), stall=True)
+
+    async def answer_while_reading(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+        async def read_on() -> Message:
+            return await receive()
+
+        reader = asyncio.create_task(read_on())
+        await asyncio.sleep(0)
+        await answer_at_once(scope, receive, send)
+        reader.cancel()
+
+    await exchange.run(answer_while_reading)
+    assert exchange.events == ["body 5", "http.response.start", "http.response.body"] and exchange.closes

@@ -19,6 +19,7 @@ from inference_club.surfaces.http import (
     batches,
     docs,
     error_handlers,
+    fast_path,
     files,
     health,
     inference,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.mount_static(app)
     openapi_doc.install(app)
     dashboard.install(app, settings)
+    fast_path.install(app, inference.fast_routes())  # the relay routes skip FastAPI's routing
     # Outermost last. The observer is innermost, so it sees the route template the router
     # matched (after the trailing slash is gone); 413s from the body limit reach it as answers.
     app.add_middleware(RequestObserver, metrics=hub_metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from inference_club.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint
@@ -22,6 +23,7 @@ from inference_club.surfaces.http.deps import (
     request_id,
 )
 from inference_club.surfaces.http.disconnect import unless_disconnected
+from inference_club.surfaces.http.fast_path import FastRoute
 from inference_club.surfaces.http.jobs import accept_job
 from inference_club.surfaces.http.reading import read_inference_body
 from inference_club.surfaces.http.schemas import request_body_doc, response_doc
@@ -86,6 +88,16 @@ for _endpoint in ENDPOINTS:
         responses=response_doc(_endpoint),
         response_model=None,
     )
+
+
+def fast_routes() -> dict[str, FastRoute]:
+    """The endpoint table's routes for :mod:`fast_path`: path → the registered route and its handler."""
+    paths = {endpoint.path for endpoint in ENDPOINTS}
+    return {
+        route.path: FastRoute(route=route, handler=route.endpoint)
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path in paths and "POST" in (route.methods or ())
+    }
 
 
 @router.get("/v1/audio/voices", summary="Voices a text-to-speech model offers.", response_model=None)

@@ -1,0 +1,78 @@
+"""The inference routes are found by one lookup; everything else goes through the router."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from inference_club.domain.endpoints import ENDPOINTS
+from inference_club.errors import InvalidRequest
+from inference_club.surfaces.http import error_handlers, fast_path, inference
+from inference_club.surfaces.http.fast_path import FastRoute
+
+
+def app_with_fast_route() -> tuple[FastAPI, list[str]]:
+    app = FastAPI()
+    error_handlers.install(app)
+    calls: list[str] = []
+
+    async def relay(request: Request) -> Response:
+        calls.append(request.scope["route"].path)
+        if request.query_params.get("fail"):
+            raise InvalidRequest("bad model", param="model")
+        return JSONResponse({"via": "fast"})
+
+    async def routed(request: Request) -> Response:
+        return JSONResponse({"via": "router"})
+
+    app.add_api_route("/v1/things", relay, methods=["POST"])
+    app.add_api_route("/v1/things", routed, methods=["GET"])
+    app.add_api_route("/v1/other", routed, methods=["POST"])
+    registered = next(r for r in app.router.routes if getattr(r, "path", "") == "/v1/things")
+    fast_path.install(app, {"/v1/things": FastRoute(route=registered, handler=relay)})
+    return app, calls
+
+
+async def test_a_post_to_a_fast_route_reaches_its_handler_with_the_route_noted() -> None:
+    app, calls = app_with_fast_route()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        answer = await http.post("/v1/things")
+    assert answer.json() == {"via": "fast"} and calls == ["/v1/things"]
+
+
+async def test_other_methods_and_paths_go_through_the_router() -> None:
+    app, calls = app_with_fast_route()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.get("/v1/things")).json() == {"via": "router"}
+        assert (await http.post("/v1/other")).json() == {"via": "router"}
+        assert (await http.put("/v1/things")).status_code == 405
+        assert (await http.post("/v1/nothing")).status_code == 404
+    assert calls == []
+
+
+async def test_an_error_from_a_fast_route_is_rendered_like_any_other() -> None:
+    app, _ = app_with_fast_route()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        answer = await http.post("/v1/things?fail=1")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {
+        "message": "bad model",
+        "type": "invalid_request",
+        "param": "model",
+        "code": None,
+    }
+
+
+async def test_a_hub_served_under_a_root_path_still_finds_the_route() -> None:
+    app, calls = app_with_fast_route()
+    transport = httpx.ASGITransport(app=app, root_path="/hub")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.post("/hub/v1/things")).json() == {"via": "fast"}
+    assert calls == ["/v1/things"]
+
+
+def test_every_inference_endpoint_takes_the_fast_path() -> None:
+    routes = inference.fast_routes()
+    assert set(routes) == {endpoint.path for endpoint in ENDPOINTS}
+    assert all(getattr(fast.route, "path", None) == path for path, fast in routes.items())

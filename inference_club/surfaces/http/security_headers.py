@@ -7,18 +7,18 @@ type, leak its URL as a referrer, or run script. A route that serves a real page
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
 HSTS = "max-age=31536000"
 
 _DEFAULTS = (
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-    ("content-security-policy", DEFAULT_CSP),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", DEFAULT_CSP.encode()),
 )
+_HSTS = (b"strict-transport-security", HSTS.encode())
 
 
 def came_over_https(scope: Scope) -> bool:
@@ -47,12 +47,14 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _DEFAULTS:
-                    if name not in headers:
-                        headers[name] = value
-                if https and "strict-transport-security" not in headers:
-                    headers["strict-transport-security"] = HSTS
+                # One pass over the names (lower-case, as ASGI sends them) instead of a
+                # header lookup per default: this runs on every answer.
+                headers = list(message.get("headers", ()))
+                present = {bytes(name).lower() for name, _ in headers}
+                headers.extend(pair for pair in _DEFAULTS if pair[0] not in present)
+                if https and _HSTS[0] not in present:
+                    headers.append(_HSTS)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -19,7 +19,6 @@ from inference_club.surfaces.http import (
     batches,
     docs,
     error_handlers,
-    fast_path,
     files,
     health,
     inference,
@@ -32,6 +31,7 @@ from inference_club.surfaces.http import (
     workflows,
 )
 from inference_club.surfaces.http import tunnel as tunnel_routes
+from inference_club.surfaces.http.fast_path import HubApp
 from inference_club.surfaces.http.middleware import BodyLimitMiddleware, TrailingSlashMiddleware
 from inference_club.surfaces.http.observe import RequestObserver
 from inference_club.surfaces.http.security_headers import SecurityHeadersMiddleware
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await hub.stop()
 
-    app = FastAPI(
+    app = HubApp(
         title="inference-club",
         version=__version__,
         description=DESCRIPTION,
@@ -97,7 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.mount_static(app)
     openapi_doc.install(app)
     dashboard.install(app, settings)
-    fast_path.install(app, inference.fast_routes())  # the relay routes skip FastAPI's routing
     # Outermost last. The observer is innermost, so it sees the route template the router
     # matched (after the trailing slash is gone); 413s from the body limit reach it as answers.
     app.add_middleware(RequestObserver, metrics=hub_metrics)
@@ -106,4 +105,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.use_fast_routes(inference.fast_routes())  # after the middleware: the short way passes it too
     return app

@@ -1,23 +1,30 @@
-"""The inference routes without FastAPI's per-request routing machinery.
+"""The inference routes without FastAPI's per-request machinery.
 
 Every relayed call is a POST to one of a few fixed paths, and its handler takes the bare
-request (see ``inference._handler``). FastAPI would still try the app's routers in turn,
-wrap the call in two exit stacks and resolve an empty set of dependencies: together more
-CPU than the rest of the hub's part of a relayed call. Here one dictionary lookup finds
-the handler instead. Everything else (other methods, other paths) goes to the router
-unchanged, and the routes stay registered there for the API document.
+request (see ``inference._handler``). On its way there FastAPI would pass it through
+three middlewares of its own, an exception middleware, an exit-stack middleware, the
+app's routers tried in turn, two more exit stacks and an empty dependency resolution:
+together more CPU than the rest of the hub's part of a relayed call.
+
+:class:`HubApp` sends such a request through the hub's own middleware (the same list,
+in the same order) straight to its handler, and renders an error with the handlers the
+app installed (``error_handlers``), exactly as the router's way would. Everything else
+goes the ordinary way, and the routes stay registered for the API document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference_club.surfaces.http.error_handlers import answer_for
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -28,29 +35,63 @@ class FastRoute:
     handler: Handler
 
 
-class FastPath:
-    """POST to a path of ``routes`` → its handler; anything else → ``app`` (the router)."""
+class HubApp(FastAPI):
+    """FastAPI, with a short way for POSTs to the paths given to :meth:`use_fast_routes`."""
 
-    def __init__(self, app: ASGIApp, routes: Mapping[str, FastRoute]) -> None:
-        self.app = app
-        self.routes = dict(routes)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_routes: dict[str, FastRoute] = {}
+        self._fast_stack: ASGIApp | None = None
+
+    def use_fast_routes(self, routes: Mapping[str, FastRoute]) -> None:
+        """Call after the app's middleware is added: the short way passes through the same."""
+        self._fast_routes = dict(routes)
+        stack: ASGIApp = _FastEndpoint(self)
+        for middleware in reversed(self.user_middleware):
+            cls, args, kwargs = middleware
+            stack = cls(stack, *args, **kwargs)
+        self._fast_stack = stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root + "/"):  # served under a prefix: match what follows it
-                path = path[len(root) :]
-            fast = self.routes.get(path)
+        if self._fast_stack is not None and scope["type"] == "http" and scope["method"] == "POST":
+            fast = self._fast_routes.get(_route_path(scope))
             if fast is not None:
+                scope["app"] = self
                 scope["route"] = fast.route
-                response = await fast.handler(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await self._fast_stack(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
-def install(app: FastAPI, routes: Mapping[str, FastRoute]) -> None:
-    """In front of the app's router, inside its exception middleware: an error raised by a
-    handler is rendered exactly as for any other route."""
-    app.router.middleware_stack = FastPath(app.router.middleware_stack, routes)
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):  # served under a prefix: match what follows it
+        path = path[len(root) :]
+    return path.rstrip("/") or "/"  # the trailing slash middleware drops it too
+
+
+class _FastEndpoint:
+    """The handler of ``scope["route"]``; an error before the answer started is rendered."""
+
+    def __init__(self, app: HubApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        request = Request(scope, receive, send)
+        try:
+            fast = self.app._fast_routes[_route_path(scope)]
+            response = await fast.handler(request)
+            await response(scope, receive, noting_send)
+        except Exception as exc:
+            answer = None if started else await answer_for(self.app, request, exc)
+            if answer is None:
+                raise  # mid-answer: the server closes the connection, as for any route
+            await answer(scope, receive, send)

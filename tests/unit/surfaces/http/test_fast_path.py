@@ -1,26 +1,48 @@
-"""The inference routes are found by one lookup; everything else goes through the router."""
+"""The inference routes are found by one lookup and pass the app's own middleware; everything
+else goes the ordinary way."""
 
 from __future__ import annotations
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_club.domain.endpoints import ENDPOINTS
 from inference_club.errors import InvalidRequest
-from inference_club.surfaces.http import error_handlers, fast_path, inference
-from inference_club.surfaces.http.fast_path import FastRoute
+from inference_club.surfaces.http import error_handlers, inference
+from inference_club.surfaces.http.fast_path import FastRoute, HubApp
 
 
-def app_with_fast_route() -> tuple[FastAPI, list[str]]:
-    app = FastAPI()
+class Tagging:
+    """A middleware that marks every answer, to see that the short way passes it too."""
+
+    def __init__(self, app: ASGIApp, tag: str) -> None:
+        self.app = app
+        self.tag = tag.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-tag", self.tag)]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def app_with_fast_route() -> tuple[HubApp, list[str]]:
+    app = HubApp()
     error_handlers.install(app)
     calls: list[str] = []
 
     async def relay(request: Request) -> Response:
         calls.append(request.scope["route"].path)
-        if request.query_params.get("fail"):
+        assert request.app is app
+        failure = request.query_params.get("fail")
+        if failure == "hub":
             raise InvalidRequest("bad model", param="model")
+        if failure == "bug":
+            raise ZeroDivisionError("a bug")
         return JSONResponse({"via": "fast"})
 
     async def routed(request: Request) -> Response:
@@ -29,8 +51,10 @@ def app_with_fast_route() -> tuple[FastAPI, list[str]]:
     app.add_api_route("/v1/things", relay, methods=["POST"])
     app.add_api_route("/v1/things", routed, methods=["GET"])
     app.add_api_route("/v1/other", routed, methods=["POST"])
+    app.add_middleware(Tagging, tag="inner")
+    app.add_middleware(Tagging, tag="outer")
     registered = next(r for r in app.router.routes if getattr(r, "path", "") == "/v1/things")
-    fast_path.install(app, {"/v1/things": FastRoute(route=registered, handler=relay)})
+    app.use_fast_routes({"/v1/things": FastRoute(route=registered, handler=relay)})
     return app, calls
 
 
@@ -38,13 +62,16 @@ async def test_a_post_to_a_fast_route_reaches_its_handler_with_the_route_noted()
     app, calls = app_with_fast_route()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         answer = await http.post("/v1/things")
-    assert answer.json() == {"via": "fast"} and calls == ["/v1/things"]
+        assert (await http.post("/v1/things/")).status_code == 200  # with a trailing slash too
+    assert answer.json() == {"via": "fast"} and calls == ["/v1/things", "/v1/things"]
+    assert answer.headers.get_list("x-tag") == ["inner", "outer"]  # the app's middleware, in order
 
 
 async def test_other_methods_and_paths_go_through_the_router() -> None:
     app, calls = app_with_fast_route()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        assert (await http.get("/v1/things")).json() == {"via": "router"}
+        routed = await http.get("/v1/things")
+        assert routed.json() == {"via": "router"} and routed.headers.get_list("x-tag") == ["inner", "outer"]
         assert (await http.post("/v1/other")).json() == {"via": "router"}
         assert (await http.put("/v1/things")).status_code == 405
         assert (await http.post("/v1/nothing")).status_code == 404
@@ -54,7 +81,9 @@ async def test_other_methods_and_paths_go_through_the_router() -> None:
 async def test_an_error_from_a_fast_route_is_rendered_like_any_other() -> None:
     app, _ = app_with_fast_route()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        answer = await http.post("/v1/things?fail=1")
+        answer = await http.post("/v1/things?fail=hub")
+        bug = await http.post("/v1/things?fail=bug")
+    assert bug.status_code == 500 and bug.json()["error"]["type"] == "server_error"
     assert answer.status_code == 400
     assert answer.json()["error"] == {
         "message": "bad model",

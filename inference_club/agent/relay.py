@@ -300,7 +300,7 @@ class Relay:
         fields["service"] = f"{service_type}#{service.index}"
         if service.adapter is not None:
             return await self._native(service, method, model, path, headers, body, fields, started_at)
-        url = service.engine.target_url(path)
+        url = service.engine.request_url(path)
         out_headers = _forward_headers(headers)
         out_headers.update(service.engine.auth_headers())
         out_headers["accept-encoding"] = "identity"

@@ -6,6 +6,7 @@ import logging
 import httpx
 import pytest
 
+from inference_club.agent import engines
 from inference_club.agent.config import ServiceConfig
 from inference_club.agent.discovery import Catalog, Discovery
 from inference_club.agent.engines import engine_for
@@ -89,6 +90,21 @@ def test_openai_target_url_mapping() -> None:
     assert other.target_url("/v1/images/generations") == ("http://h:2/api/openai/v1/images/generations")
     with pytest.raises(ValueError):
         engine.target_url("/admin")
+
+
+def test_request_urls_are_parsed_once_per_path_and_the_memory_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engines, "_PARSED_URLS", 3)
+    engine = engine_for(ServiceConfig(type="tts", url="http://h:1/v1"))
+    first = engine.request_url("/v1/audio/voices?model=x")
+    assert str(first) == "http://h:1/v1/audio/voices?model=x" and first.query == b"model=x"
+    assert engine.request_url("/v1/audio/voices?model=x") is first  # not parsed again
+    for n in range(10):
+        assert str(engine.request_url(f"/v1/audio/voices?model={n}")).endswith(f"model={n}")
+    assert len(engine._parsed) <= 3
+    with pytest.raises(ValueError):
+        engine.request_url("/admin")
 
 
 async def test_discover_false_advertises_declared_only() -> None:

@@ -486,6 +486,11 @@ async def test_a_request_meeting_only_a_dead_holder_waits_for_the_new_one(
     tmp_path: Path, shared_database: str, redis_url: str
 ) -> None:
     async with cluster(tmp_path, shared_database, redis_url) as c, c.http(c.b) as via_b:
+        # B waits for a holder only while presence shows the tunnel elsewhere: let it arrive first.
+        await eventually(
+            lambda: (state := c.b.hub.registry.get(c.provider_id)) is not None and state.remote_tunnels,
+            what="B's presence showing the tunnel on A",
+        )
         # The directory names only a replica that died; the agent's tunnel is claimed nowhere yet.
         holder = directory_of(c.a)
         await holder.stop()

@@ -102,11 +102,10 @@ def from_answer_tail(tail: bytes, *, complete: bool) -> TokenCounts | None:
 class StreamUsage:
     """Watches a relayed SSE stream for usage, without holding more than one line.
 
-    Only ``data:`` lines that mention usage counters are parsed; the last one wins.
+    Only ``data:`` lines that mention usage counters (``"usage"``, or Ollama's
+    ``"eval_count"``) are parsed; the last one wins.
     A single line longer than ``max_line`` is skipped rather than buffered.
     """
-
-    _MARKERS = (b'"usage"', b'"eval_count"')
 
     def __init__(self, *, max_line: int = 4 * 1024 * 1024) -> None:
         self._partial = bytearray()
@@ -117,15 +116,20 @@ class StreamUsage:
         self.done = False
 
     def feed(self, chunk: bytes) -> None:
+        # Runs on every chunk of every relayed stream: a line wholly inside the chunk is
+        # looked at in place, without going through the partial-line buffer.
         start = 0
+        partial = self._partial
         while (end := chunk.find(b"\n", start)) != -1:
             if self._skipping:
                 self._skipping = False
-                self._partial.clear()
+                partial.clear()
+            elif partial:
+                partial += chunk[start:end]
+                self._line(bytes(partial))
+                partial.clear()
             else:
-                self._partial += chunk[start:end]
-                self._line(bytes(self._partial))
-                self._partial.clear()
+                self._line(chunk[start:end])
             start = end + 1
         if not self._skipping:
             self._partial += chunk[start:]
@@ -141,10 +145,9 @@ class StreamUsage:
 
     def _line(self, line: bytes) -> None:
         line = line.strip()
-        if line.startswith(b"event:"):
-            self.events += 1
-            return
-        if not line.startswith(b"data:"):
+        if not line.startswith(b"data:"):  # the blank separator lines, mostly
+            if line.startswith(b"event:"):
+                self.events += 1
             return
         payload = line[5:].strip()
         if not payload:
@@ -153,7 +156,7 @@ class StreamUsage:
         if payload == b"[DONE]":
             self.done = True
             return
-        if not any(marker in payload for marker in self._MARKERS):
+        if b'"usage"' not in payload and b'"eval_count"' not in payload:
             return
         try:
             found = from_document(orjson.loads(payload))

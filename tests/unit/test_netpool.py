@@ -104,3 +104,21 @@ async def test_a_cookie_set_on_one_answer_is_not_sent_with_the_next_request(
         assert first.headers["set-cookie"].startswith("session=alice-secret")  # still relayed as a header
         assert (await client.get(f"{url}/echo")).text == ""
         assert not client.cookies
+        client.cookies.set("given", "anyway")  # nothing is kept, whatever is given
+        client.cookies = {"given": "anyway"}
+        assert (await client.get(f"{url}/echo")).text == "" and not client.cookies
+
+
+async def test_answers_are_not_even_read_for_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx would build urllib stand-ins of each request and answer for the jar: per call CPU."""
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("an answer was read for cookies")
+
+    monkeypatch.setattr(httpx.Cookies, "_CookieCompatRequest", refuse)
+    app = Starlette(routes=[Route("/set", _set_cookie)])
+    async with (
+        serve_app(app) as url,
+        pooled_client(timeout=httpx.Timeout(5), limits=httpx.Limits(max_connections=4)) as client,
+    ):
+        assert (await client.get(f"{url}/set")).status_code == 200

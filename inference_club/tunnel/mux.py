@@ -196,6 +196,11 @@ class Stream:
 
     # ------------------------------------------------------------------ receiving
 
+    @property
+    def ready(self) -> bool:
+        """:meth:`read` would answer without waiting (bytes, the end or an error are here)."""
+        return bool(self._chunks) or self._remote_ended or self._error is not None
+
     async def read(self) -> bytes | None:
         """The body bytes received so far, or None at the end. Raises :class:`StreamReset`.
 

@@ -72,12 +72,16 @@ class TunnelResponse:
         return f"<TunnelResponse {self.status} stream={self._stream.id} tunnel={self._tunnel.id}>"
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        stream = self._stream
         while True:
             try:
-                async with asyncio.timeout(self._read_timeout_s):
-                    chunk = await self._stream.read()
+                if stream.ready:  # no timer to arm and disarm for bytes already here
+                    chunk = await stream.read()
+                else:
+                    async with asyncio.timeout(self._read_timeout_s):
+                        chunk = await stream.read()
             except TimeoutError:
-                self._stream.reset(ResetCode.CANCEL, "the hub stopped waiting for the answer")
+                stream.reset(ResetCode.CANCEL, "the hub stopped waiting for the answer")
                 raise TransportTimeout(
                     f"provider {self._tunnel.name!r} sent nothing for {self._read_timeout_s:g}s"
                 ) from None

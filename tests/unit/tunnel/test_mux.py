@@ -237,6 +237,25 @@ async def test_reset_from_the_agent_fails_the_waiting_head_and_reads() -> None:
         assert info.value.code == "upstream_error"
 
 
+async def test_ready_says_when_a_read_would_not_wait() -> None:
+    async with running_pair() as pair:
+        stream = open_request(pair.hub, end=True)
+        (agent_side,) = await pair.accepted()
+        agent_side.send_head(Frame(FrameType.RESPONSE, agent_side.id, Flag.NONE, b"{}"))
+        await stream.head
+        assert not stream.ready
+        await agent_side.write(b"bytes")
+        await eventually(lambda: stream.ready)
+        assert await stream.read() == b"bytes" and not stream.ready
+        agent_side.end()
+        await eventually(lambda: stream.ready)  # the end is here: read answers None at once
+        assert await stream.read() is None
+        failing = open_request(pair.hub, end=True)
+        agent_failing = (await pair.accepted(2))[1]
+        agent_failing.reset(ResetCode.UPSTREAM_ERROR, "gone")
+        await eventually(lambda: failing.ready)
+
+
 async def test_connection_loss_fails_every_stream() -> None:
     async with running_pair() as pair:
         first = open_request(pair.hub)

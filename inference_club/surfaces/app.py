@@ -105,5 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.use_fast_routes(inference.fast_routes())  # after the middleware: the short way passes it too
+    # After the middleware: the short way passes through it too.
+    app.use_fast_routes(inference.fast_routes(), jobs.fast_routes())
     return app

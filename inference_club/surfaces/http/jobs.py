@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from inference_club.domain.endpoints import Endpoint
@@ -15,9 +16,17 @@ from inference_club.services.auth import Principal
 from inference_club.services.bodies import JsonBody
 from inference_club.services.container import Hub
 from inference_club.services.job_events import job_envelope, job_public
-from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, request_id
+from inference_club.surfaces.http.deps import (
+    HubDep,
+    PrincipalDep,
+    authenticate,
+    base_url,
+    get_hub,
+    request_id,
+)
 from inference_club.surfaces.http.disconnect import DisconnectWatch, WatchedStreamingResponse
 from inference_club.surfaces.http.envelopes import accepted, page
+from inference_club.surfaces.http.fast_path import FastRoute
 
 router = APIRouter(tags=["jobs"])
 
@@ -105,6 +114,27 @@ async def retry_job(job_id: str, hub: HubDep, principal: PrincipalDep) -> dict[s
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(job_id: str, request: Request, hub: HubDep, principal: PrincipalDep) -> Response:
+    # Served by job_events_fast (surfaces/http/fast_path.py); registered for the API document.
+    return await _job_events(request, hub, principal, job_id)
+
+
+async def job_events_fast(request: Request) -> Response:
+    """:func:`job_events` for the fast path: the request alone, the same two steps as the deps."""
+    hub = get_hub(request)
+    principal = await authenticate(request)
+    return await _job_events(request, hub, principal, request.path_params["job_id"])
+
+
+def fast_routes() -> list[FastRoute]:
+    """The event stream's route for :mod:`fast_path`: open for hours, it is best kept shallow."""
+    return [
+        FastRoute(route=route, handler=job_events_fast)
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is job_events
+    ]
+
+
+async def _job_events(request: Request, hub: Hub, principal: Principal, job_id: str) -> Response:
     events = hub.jobs.events(principal.user_id, job_id)
     first = await anext(events)  # raises NotFound before the stream starts
 

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_club.domain.endpoints import ENDPOINTS
 from inference_club.errors import InvalidRequest
-from inference_club.surfaces.http import error_handlers, inference
+from inference_club.surfaces.http import error_handlers, inference, jobs
 from inference_club.surfaces.http.fast_path import FastRoute, HubApp
 
 
@@ -51,10 +51,19 @@ def app_with_fast_route() -> tuple[HubApp, list[str]]:
     app.add_api_route("/v1/things", relay, methods=["POST"])
     app.add_api_route("/v1/things", routed, methods=["GET"])
     app.add_api_route("/v1/other", routed, methods=["POST"])
+
+    async def watch(request: Request) -> Response:
+        calls.append(request.scope["route"].path)
+        return JSONResponse({"via": "fast", "thing": request.path_params["thing_id"]})
+
+    app.add_api_route("/v1/things/{thing_id}/events", watch, methods=["GET"])
     app.add_middleware(Tagging, tag="inner")
     app.add_middleware(Tagging, tag="outer")
     registered = next(r for r in app.router.routes if getattr(r, "path", "") == "/v1/things")
-    app.use_fast_routes({"/v1/things": FastRoute(route=registered, handler=relay)})
+    events = next(r for r in app.router.routes if getattr(r, "path", "").endswith("/events"))
+    app.use_fast_routes(
+        {"/v1/things": FastRoute(route=registered, handler=relay)}, [FastRoute(route=events, handler=watch)]
+    )
     return app, calls
 
 
@@ -65,6 +74,17 @@ async def test_a_post_to_a_fast_route_reaches_its_handler_with_the_route_noted()
         assert (await http.post("/v1/things/")).status_code == 200  # with a trailing slash too
     assert answer.json() == {"via": "fast"} and calls == ["/v1/things", "/v1/things"]
     assert answer.headers.get_list("x-tag") == ["inner", "outer"]  # the app's middleware, in order
+
+
+async def test_a_get_matching_a_templated_fast_route_gets_its_path_parameters() -> None:
+    app, calls = app_with_fast_route()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        answer = await http.get("/v1/things/t%C3%A9-1/events/")
+        assert (await http.get("/v1/things/a/b/events")).status_code == 404  # one segment only
+        assert (await http.post("/v1/things/t1/events")).status_code == 405  # GET only
+    assert answer.json() == {"via": "fast", "thing": "té-1"}
+    assert calls == ["/v1/things/{thing_id}/events"]
+    assert answer.headers.get_list("x-tag") == ["inner", "outer"]
 
 
 async def test_other_methods_and_paths_go_through_the_router() -> None:
@@ -101,7 +121,8 @@ async def test_a_hub_served_under_a_root_path_still_finds_the_route() -> None:
     assert calls == ["/v1/things"]
 
 
-def test_every_inference_endpoint_takes_the_fast_path() -> None:
+def test_every_inference_endpoint_and_the_job_event_stream_take_the_fast_path() -> None:
     routes = inference.fast_routes()
     assert set(routes) == {endpoint.path for endpoint in ENDPOINTS}
     assert all(getattr(fast.route, "path", None) == path for path, fast in routes.items())
+    assert [getattr(fast.route, "path", None) for fast in jobs.fast_routes()] == ["/v1/jobs/{job_id}/events"]

@@ -1,4 +1,4 @@
-"""The inference routes without FastAPI's per-request machinery.
+"""The hub's hottest routes without FastAPI's per-request machinery.
 
 Every relayed call is a POST to one of a few fixed paths, and its handler takes the bare
 request (see ``inference._handler``). On its way there FastAPI would pass it through
@@ -100,7 +100,7 @@ def _route_path(scope: Scope) -> str:
 
 
 class _FastEndpoint:
-    """The handler of ``scope["route"]``; an error before the answer started is rendered."""
+    """The handler :class:`HubApp` found; an error before the answer started is rendered."""
 
     def __init__(self, app: HubApp) -> None:
         self.app = app

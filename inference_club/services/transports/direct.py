@@ -57,12 +57,30 @@ class DirectResponse:
         await self._response.aclose()
 
 
+# Agent URLs kept parsed: building one costs about as much as the rest of the request;
+# the memory is emptied when full (a query string makes any number of them).
+_CACHED_URLS = 1024
+
+
 class DirectTransport:
     name = "direct"
 
     def __init__(self, client: httpx.AsyncClient, policy: CallbackPolicy) -> None:
         self._client = client
         self._policy = policy
+        self._urls: dict[tuple[CallbackUrl, IPAddress, str, str], httpx.URL] = {}
+
+    def _url(self, target: CallbackUrl, address: IPAddress, relay_path: str, query: str) -> httpx.URL:
+        key = (target, address, relay_path, query)
+        url = self._urls.get(key)
+        if url is None:
+            url = httpx.URL(scheme=target.scheme, host=str(address), port=target.port, path=relay_path)
+            if query:
+                url = url.copy_with(query=query.encode("ascii", "replace"))
+            if len(self._urls) >= _CACHED_URLS:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     async def send(self, provider: ProviderState, request: UpstreamRequest) -> DirectResponse:
         target, addresses = await self._checked_target(provider)
@@ -77,15 +95,9 @@ class DirectTransport:
         ]
         # The certificate is still checked against the name the agent registered.
         extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
+        relay_path = target.relay_path(request.service_type, path)
         for index, address in enumerate(addresses):
-            url = httpx.URL(
-                scheme=target.scheme,
-                host=str(address),
-                port=target.port,
-                path=target.relay_path(request.service_type, path),
-            )
-            if query:
-                url = url.copy_with(query=query.encode("ascii", "replace"))
+            url = self._url(target, address, relay_path, query)
             built = self._client.build_request(
                 request.method, url, headers=headers, content=request.body(), extensions=extensions
             )

@@ -4,14 +4,19 @@ every way a provider can be unreachable before a byte arrives (each safe to fail
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from inference_club.domain.callback_url import parse_callback_url
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
+from inference_club.services.callback_policy import CallbackPolicy
+from inference_club.services.transports import direct as direct_module
 from inference_club.services.transports.base import TransportUnavailable
 from inference_club.services.transports.direct import DirectTransport
 from tests.unit.services.hub_rig import Rig, hub_rig
@@ -72,3 +77,21 @@ async def test_unreachable_providers_fail_before_any_byte(rig: Rig) -> None:
     metadata = dataclasses.replace(provider, callback_url="http://169.254.169.254/agent")
     with pytest.raises(TransportUnavailable, match="callback refused"):
         await direct(rig).send(metadata, request)
+
+
+async def test_agent_urls_are_built_once_and_their_memory_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(direct_module, "_CACHED_URLS", 3)
+    async with httpx.AsyncClient() as client:
+        transport = DirectTransport(client, CallbackPolicy())
+        target = parse_callback_url("http://agent.example:8123/base")
+        address = ipaddress.ip_address("10.0.0.7")
+        url = transport._url(target, address, target.relay_path("llm", "/v1/audio/voices"), "model=é")
+        assert str(url) == "http://10.0.0.7:8123/base/relay/llm/v1/audio/voices?model=?"
+        assert transport._url(target, address, target.relay_path("llm", "/v1/audio/voices"), "model=é") is url
+        other = transport._url(target, ipaddress.ip_address("10.0.0.8"), "/base/relay/llm/v1/models", "")
+        assert str(other) == "http://10.0.0.8:8123/base/relay/llm/v1/models"  # another address: its own URL
+        for n in range(10):
+            transport._url(target, address, "/base/relay/llm/v1/models", f"n={n}")
+        assert len(transport._urls) <= 3

@@ -34,6 +34,12 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
+async def hub_and_caller(request: Request) -> tuple[Hub, Principal]:
+    """HubDep and PrincipalDep in one call, for handlers that take the bare request
+    (the routes of ``fast_path``, where FastAPI resolves no dependencies)."""
+    return get_hub(request), await authenticate(request)
+
+
 def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 

@@ -17,9 +17,8 @@ from inference_club.services.executors import Call
 from inference_club.surfaces.http.deps import (
     HubDep,
     PrincipalDep,
-    authenticate,
     base_url,
-    get_hub,
+    hub_and_caller,
     request_id,
 )
 from inference_club.surfaces.http.disconnect import unless_disconnected
@@ -32,11 +31,9 @@ router = APIRouter(tags=["inference"])
 
 
 def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
-    # The request alone, no dependencies: FastAPI resolving them cost more CPU than the
-    # rest of a relayed call. The same two steps as HubDep and PrincipalDep, in order.
+    # The request alone, no dependencies: served by fast_path, where FastAPI resolves none.
     async def handle(request: Request) -> Response:
-        hub = get_hub(request)
-        principal = await authenticate(request)
+        hub, principal = await hub_and_caller(request)
         rate = await hub.limiter.admit(principal.key_id)
         try:
             response = await answer(request, hub, principal, endpoint)

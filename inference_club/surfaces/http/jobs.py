@@ -16,14 +16,7 @@ from inference_club.services.auth import Principal
 from inference_club.services.bodies import JsonBody
 from inference_club.services.container import Hub
 from inference_club.services.job_events import job_envelope, job_public
-from inference_club.surfaces.http.deps import (
-    HubDep,
-    PrincipalDep,
-    authenticate,
-    base_url,
-    get_hub,
-    request_id,
-)
+from inference_club.surfaces.http.deps import HubDep, PrincipalDep, base_url, hub_and_caller, request_id
 from inference_club.surfaces.http.disconnect import DisconnectWatch, WatchedStreamingResponse
 from inference_club.surfaces.http.envelopes import accepted, page
 from inference_club.surfaces.http.fast_path import FastRoute
@@ -120,8 +113,7 @@ async def job_events(job_id: str, request: Request, hub: HubDep, principal: Prin
 
 async def job_events_fast(request: Request) -> Response:
     """:func:`job_events` for the fast path: the request alone, the same two steps as the deps."""
-    hub = get_hub(request)
-    principal = await authenticate(request)
+    hub, principal = await hub_and_caller(request)
     return await _job_events(request, hub, principal, request.path_params["job_id"])
 
 

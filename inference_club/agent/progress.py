@@ -10,10 +10,11 @@ The tunnel transport sends the same report as a ``PROGRESS`` frame instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import httpx
+
+from ..waiting import cancel_and_wait
 
 __all__ = ["PROGRESS_PATH", "ProgressPoster"]
 
@@ -44,9 +45,7 @@ class ProgressPoster:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

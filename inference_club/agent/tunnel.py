@@ -56,7 +56,7 @@ from ..tunnel.protocol import (
     decode_frame,
 )
 from ..tunnel.traffic import Traffic
-from ..waiting import wait_event
+from ..waiting import cancel_and_wait, wait_event
 from .config import AgentConfig
 from .heartbeat import MAX_BACKOFF_S, backoff_delay, heartbeat_body
 from .relay import Relay, RelayStreamError
@@ -250,9 +250,7 @@ class TunnelClient:
                 async with asyncio.timeout(5.0):
                     await asyncio.shield(self._task)
             except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
             self._task = None
 
     # ------------------------------------------------------------------ connecting

@@ -32,7 +32,7 @@ from inference_club.cluster.redis_link import RedisLink
 from inference_club.cluster.subscription import Subscription
 from inference_club.domain.routing import SlotKey
 from inference_club.errors import SharedStateUnavailable
-from inference_club.waiting import wait_event
+from inference_club.waiting import cancel_and_wait, wait_event
 
 log = logging.getLogger("inference_club.cluster")
 
@@ -110,9 +110,7 @@ class RedisCapacity:
 
     async def stop(self) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            await cancel_and_wait(self._renewer)
             self._renewer = None
         for key, leases in list(self._held.items()):
             for lease in leases:

@@ -63,7 +63,7 @@ from inference_club.store import accounts as accounts_q
 from inference_club.store import jobs as q
 from inference_club.store.db import Database
 from inference_club.store.tables import Job
-from inference_club.waiting import wait_event
+from inference_club.waiting import cancel_and_wait, wait_event
 
 log = logging.getLogger("inference_club.dispatcher")
 
@@ -189,9 +189,7 @@ class Dispatcher:
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
         if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+            await cancel_and_wait(self._lease_task)
             self._lease_task = None
 
     def wake(self) -> None:

@@ -37,6 +37,7 @@ from inference_club.settings import Settings
 from inference_club.store import jobs as q
 from inference_club.store.db import Database
 from inference_club.store.tables import IdempotencyKey, Job
+from inference_club.waiting import cancel_and_wait
 
 if TYPE_CHECKING:
     from inference_club.services.dispatcher import Dispatcher
@@ -100,9 +101,7 @@ class RevisionPoller:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
 

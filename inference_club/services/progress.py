@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from inference_club.services.job_events import JobSignals
 from inference_club.store import jobs as q
 from inference_club.store.db import Database
+from inference_club.waiting import cancel_and_wait
 
 __all__ = ["ProgressBoard", "ProgressReport", "parse_request_id"]
 
@@ -82,9 +83,7 @@ class ProgressBoard:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         with contextlib.suppress(Exception):
             await self.flush()

@@ -19,7 +19,6 @@ announcers registered with ``on_announce``; the polling stays as the fallback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from inference_club.errors import DatabaseUnavailable
 from inference_club.services.auth import KeyAuthenticator
 from inference_club.services.registry import ProviderRegistry
 from inference_club.services.transports.tunnel_server import TunnelServer
+from inference_club.waiting import cancel_and_wait
 
 log = logging.getLogger("inference_club.revocation")
 
@@ -148,12 +148,8 @@ class KeyWatch:
 
     async def stop(self) -> None:
         if self._soon is not None:
-            self._soon.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._soon
+            await cancel_and_wait(self._soon)
             self._soon = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

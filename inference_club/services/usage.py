@@ -8,7 +8,6 @@ buffer is bounded and drops the oldest rows rather than grow without end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from inference_club.services.token_counts import TokenCounts
 from inference_club.store import accounts as accounts_q
 from inference_club.store import usage as q
 from inference_club.store.db import Database
-from inference_club.waiting import wait_event
+from inference_club.waiting import cancel_and_wait, wait_event
 
 log = logging.getLogger("inference_club.usage")
 
@@ -147,9 +146,7 @@ class UsageRecorder:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self.flush()
         if self._buffer:

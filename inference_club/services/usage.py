@@ -104,16 +104,22 @@ class UsageRecorder:
         return len(self._buffer) + self._writing
 
     async def flush(self) -> int:
-        """Write everything buffered; rows written (0 when the database is unavailable)."""
+        """Write the rows buffered when called; rows written (0 when the database is unavailable).
+
+        Rows recorded while it writes wait for the next flush: under steady load, draining
+        until empty would chase them with one small transaction (and one disk sync) after
+        another, never leaving the loop.
+        """
         total = 0
+        due = len(self._buffer)
         while True:
-            written = await self._flush_batch()
+            written = await self._flush_batch(min(due - total, _MAX_BATCH))
             total += written
-            if written == 0 or not self._buffer:
+            if written == 0 or total >= due:
                 return total
 
-    async def _flush_batch(self) -> int:
-        batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), _MAX_BATCH))]
+    async def _flush_batch(self, rows: int) -> int:
+        batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), rows))]
         last_used = self._auth.take_last_used()
         if not batch and not last_used:
             return 0
@@ -148,6 +154,7 @@ class UsageRecorder:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        await self.flush()
+        while self._buffer and await self.flush():
+            pass  # rows recorded during a flush (requests still finishing) go too
         if self._buffer:
             log.warning("%d usage rows not written: the database is unavailable", len(self._buffer))

@@ -69,6 +69,48 @@ async def test_recorded_rows_are_written_on_flush(built: Built) -> None:
     assert await recorder.flush() == 0
 
 
+async def test_rows_recorded_during_a_flush_wait_for_the_next_one(built: Built) -> None:
+    """Under steady load a flush that chased new rows until none were left never ended:
+    one small transaction and disk sync after another instead of one batch per interval."""
+    recorder = built.hub.usage
+    recorder.record(usage(built, "before"))
+    insert = q.insert_usage
+    transactions = 0
+
+    async def insert_while_requests_arrive(session: object, *, rows: list[dict[str, object]]) -> None:
+        nonlocal transactions
+        transactions += 1
+        recorder.record(usage(built, f"during-{transactions}"))  # a request finished meanwhile
+        await insert(session, rows=rows)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "insert_usage", insert_while_requests_arrive)
+        async with asyncio.timeout(5):  # the old way never returned here
+            assert await recorder.flush() == 1
+        assert transactions == 1 and recorder.pending == 1
+        assert await recorder.flush() == 1
+    assert transactions == 2 and recorder.pending == 1  # "during-2" waits for the next tick
+    assert {r.request_id for r in await rows(built)} == {"before", "during-1"}
+
+
+async def test_stop_also_writes_rows_recorded_during_its_flush(built: Built) -> None:
+    recorder = built.hub.usage
+    insert = q.insert_usage
+    late = [usage(built, "late-1"), usage(built, "late-2")]
+
+    async def insert_while_requests_finish(session: object, *, rows: list[dict[str, object]]) -> None:
+        if late:
+            recorder.record(late.pop(0))
+        await insert(session, rows=rows)  # type: ignore[arg-type]
+
+    recorder.record(usage(built, "first"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "insert_usage", insert_while_requests_finish)
+        await recorder.stop()
+    assert recorder.pending == 0
+    assert {r.request_id for r in await rows(built)} == {"first", "late-1", "late-2"}
+
+
 async def test_tokens_are_told_to_the_limiter_per_key(built: Built) -> None:
     spent: list[tuple[str, int]] = []
     recorder = UsageRecorder(

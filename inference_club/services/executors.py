@@ -88,6 +88,7 @@ class Call:
             headers=headers,
             body=body.chunks if body is not None else _no_body,
             request_id=self.request_id,
+            payload=body.raw if isinstance(body, JsonBody) else b"" if body is None else None,
         )
 
 

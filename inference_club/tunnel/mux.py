@@ -168,6 +168,26 @@ class Stream:
             self._send_credit -= n
             view = view[n:]
 
+    def send_whole_body(self, data: bytes) -> bool:
+        """Queue ``data`` and the body's end as one frame when that needs no wait; else False.
+
+        No wait means: the credit covers ``data``, one frame carries it and the
+        connection's queue has room. A request body already in memory then leaves in the
+        same WebSocket message as its ``OPEN``, with no task to pump it.
+        """
+        mux = self._mux
+        if (
+            self._local_ended
+            or self._error is not None
+            or len(data) > min(self._send_credit, mux.max_data)
+            or mux._queued_data >= MAX_QUEUED_DATA
+        ):
+            return False
+        self._local_ended = True
+        self._send_credit -= len(data)
+        mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.END, data))
+        return True
+
     def end(self) -> None:
         """Mark this side's body complete."""
         if self._local_ended or self._error is not None:

@@ -27,6 +27,9 @@ class UpstreamRequest:
     headers: dict[str, str]
     body: BodyFactory
     request_id: str
+    payload: bytes | None = None
+    """The whole body when it is already in memory (a JSON call), else None: a transport
+    may then send it with the request's head instead of streaming ``body``."""
 
 
 class UpstreamResponse(Protocol):

@@ -99,7 +99,12 @@ class DirectTransport:
         for index, address in enumerate(addresses):
             url = self._url(target, address, relay_path, query)
             built = self._client.build_request(
-                request.method, url, headers=headers, content=request.body(), extensions=extensions
+                request.method,
+                url,
+                headers=headers,
+                # Bytes in hand go with a length, in the head's write; else streamed, chunked.
+                content=request.payload if request.payload is not None else request.body(),
+                extensions=extensions,
             )
             try:
                 response = await self._client.send(built, stream=True)

@@ -54,7 +54,7 @@ class TunnelResponse:
         tunnel: HubTunnel,
         stream: Stream,
         head: ResponseHead,
-        body_task: asyncio.Task[Any],
+        body_task: asyncio.Task[Any] | None,
         read_timeout_s: float,
         on_done: Callable[[Stream], None],
     ) -> None:
@@ -95,7 +95,8 @@ class TunnelResponse:
         if self._closed:
             return
         self._closed = True
-        await cancel_task(self._body_task)
+        if self._body_task is not None:
+            await cancel_task(self._body_task)
         stream = self._stream
         if stream.failed is None and not stream.remote_ended:
             stream.reset(ResetCode.CANCEL, "the client went away")
@@ -152,7 +153,9 @@ class TunnelTransport:
         except (StreamReset, ProtocolError) as exc:
             self._done(stream)
             raise TransportUnavailable(f"provider {provider.name!r}: {exc}") from exc
-        body_task = asyncio.create_task(_pump_body(stream, request.body), name=f"tunnel-body-{stream.id}")
+        body_task: asyncio.Task[BaseException | None] | None = None
+        if request.payload is None or not stream.send_whole_body(request.payload):
+            body_task = asyncio.create_task(_pump_body(stream, request.body), name=f"tunnel-body-{stream.id}")
         try:
             frame = await self._wait_head(stream, body_task)
             response_head = ResponseHead.from_payload(frame)
@@ -189,8 +192,10 @@ class TunnelTransport:
                 continue
         raise TransportUnavailable(f"every tunnel of provider {provider.name!r} is full or closing")
 
-    async def _wait_head(self, stream: Stream, body_task: asyncio.Task[BaseException | None]) -> Frame:
+    async def _wait_head(self, stream: Stream, body_task: asyncio.Task[BaseException | None] | None) -> Frame:
         async with asyncio.timeout(self.upstream_timeout_s):
+            if body_task is None:  # the whole body left with the head
+                return await stream.head
             waiters: set[asyncio.Future[Any]] = {stream.head, body_task}
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if stream.head not in done:
@@ -199,8 +204,9 @@ class TunnelTransport:
                     raise failure
             return await stream.head
 
-    async def _abandon(self, stream: Stream, body_task: asyncio.Task[Any]) -> None:
-        await cancel_task(body_task)
+    async def _abandon(self, stream: Stream, body_task: asyncio.Task[Any] | None) -> None:
+        if body_task is not None:
+            await cancel_task(body_task)
         stream.reset(ResetCode.CANCEL, "the hub gave up on the request")
         self._done(stream)
 

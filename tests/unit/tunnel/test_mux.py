@@ -137,6 +137,38 @@ async def test_request_and_answer_both_ways() -> None:
         assert await reader == b"x" * 20000
 
 
+async def test_a_whole_body_leaves_with_its_open_in_one_message() -> None:
+    async with running_pair(protocol=3) as pair:
+        await eventually(lambda: pair.hub.messages_sent > 0)  # the opening PING, alone
+        before = len(pair.hub_link.sent)
+        stream = open_request(pair.hub)
+        assert stream.send_whole_body(b'{"model":"m"}')
+        assert stream.local_ended
+        (agent_side,) = await pair.accepted()
+        assert await read_all(agent_side) == b'{"model":"m"}'
+        [message] = pair.hub_link.sent[before:]
+        opened, body = decode_frames(message)
+        assert (opened.type, body.type, body.payload) == (FrameType.OPEN, FrameType.DATA, b'{"model":"m"}')
+        assert body.end  # the body's end rides on its only frame
+        with pytest.raises(RuntimeError):
+            await stream.write(b"more")  # nothing may follow the end
+
+
+async def test_a_whole_body_that_would_wait_is_left_to_write() -> None:
+    async with running_pair(window=16) as pair:
+        stream = open_request(pair.hub)
+        assert not stream.send_whole_body(b"x" * 17)  # beyond the agent's credit: nothing queued
+        assert not stream.local_ended
+        await stream.write(b"y" * 4)  # the ordinary way still works
+        assert stream.send_whole_body(b"z" * 12)  # exactly what is left of the credit
+        assert not stream.send_whole_body(b"")  # ended already
+        (agent_side,) = await pair.accepted()
+        assert await read_all(agent_side) == b"y" * 4 + b"z" * 12
+        failed = open_request(pair.hub)
+        failed.reset(ResetCode.CANCEL, "gone")
+        assert not failed.send_whole_body(b"{}")
+
+
 async def test_large_writes_are_split_into_bounded_frames() -> None:
     async with running_pair(window=1 << 20) as pair:
         stream = open_request(pair.hub)

@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -49,6 +50,34 @@ async def test_the_agents_answer_arrives_without_connection_headers(rig: Rig) ->
         assert answer["data"][0]["embedding"]
     finally:
         await response.aclose()
+
+
+async def test_a_body_in_hand_goes_with_its_length_not_chunked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.agent("rig", types=["embedding"])
+    provider = rig.hub.hub.registry.get(rig.provider_id("rig"))
+    assert provider is not None
+    transport = direct(rig)
+    sent: list[httpx.Request] = []
+    real_send = transport._client.send
+
+    async def recording_send(request: httpx.Request, **options: Any) -> httpx.Response:
+        sent.append(request)
+        return await real_send(request, **options)
+
+    monkeypatch.setattr(transport._client, "send", recording_send)
+    request = rig.request(EMBEDDINGS, "fake-embed")
+    assert request.payload is not None
+    response = await transport.send(provider, request)
+    try:
+        assert response.status == 200
+        assert b"".join([chunk async for chunk in response.aiter_bytes()])
+    finally:
+        await response.aclose()
+    [built] = sent
+    assert built.headers["content-length"] == str(len(request.payload))
+    assert "transfer-encoding" not in built.headers
 
 
 async def test_a_wrong_agent_secret_is_the_agents_own_refusal(rig: Rig) -> None:

@@ -6,6 +6,7 @@ the body, the least-loaded tunnel chosen, and the relay used only without a loca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import orjson
@@ -22,7 +23,13 @@ from inference_club.services.transports.base import (
     UpstreamResponse,
 )
 from inference_club.services.transports.tunnel import TunnelResponse, TunnelTransport
-from inference_club.tunnel.protocol import ResetCode, ResponseHead
+from inference_club.tunnel.protocol import (
+    DEFAULT_WINDOW,
+    FrameType,
+    ResetCode,
+    ResponseHead,
+    decode_frames,
+)
 from tests.polling import eventually
 from tests.unit.services.built_hub import Built
 from tests.unit.services.transports.tunnel_rig import FakeAgent, Request, read_body
@@ -91,6 +98,37 @@ async def test_the_request_reaches_the_agent_and_its_answer_comes_back(
     assert head.request_id == "req_1" and head.headers["x-request-id"] == "req_1"
     assert received.body == payload
     await eventually(lambda: built.hub.tunnels.stats().streams == 0)  # released when done
+
+
+async def test_a_body_in_hand_leaves_in_the_message_of_its_open(
+    built: Built, agents: list[FakeAgent]
+) -> None:
+    agent, provider = await connect(built, agents)
+    payload = orjson.dumps({"model": "emb", "input": "hello"})
+    await eventually(lambda: len(agent.hub_link.sent) >= 2)  # the WELCOME, then the first PING
+    before = len(agent.hub_link.sent)
+    whole = dataclasses.replace(request(b"never streamed"), payload=payload)
+    response = await transport(built).send(provider, whole)
+    try:
+        assert await read_all(response) == payload
+    finally:
+        await response.aclose()
+    [received] = agent.requests
+    assert received.body == payload  # the payload, not the body factory
+    opened, body = decode_frames(agent.hub_link.sent[before])
+    assert (opened.type, body.type, body.end) == (FrameType.OPEN, FrameType.DATA, True)
+
+
+async def test_a_body_beyond_the_credit_is_streamed_instead(built: Built, agents: list[FakeAgent]) -> None:
+    agent, provider = await connect(built, agents)
+    big = b"x" * (DEFAULT_WINDOW + 1)  # the agent's window is the hub's credit
+    whole = dataclasses.replace(request(big[:10], big[10:]), payload=big)
+    response = await transport(built).send(provider, whole)
+    try:
+        assert await read_all(response) == big
+    finally:
+        await response.aclose()
+    assert agent.requests[0].body == big
 
 
 async def test_an_agents_own_error_is_flagged(built: Built, agents: list[FakeAgent]) -> None:

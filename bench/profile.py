@@ -3,7 +3,7 @@
 Starts the same processes as ``bench/bench.py`` (mock engine, hub, one agent per hub
 path), attaches py-spy (a sampling profiler; ``--nonblocking``, so the profiled
 process is never paused) to the hub and to the agent of each path, and runs the
-``chat c=16`` and ``stream c=16`` scenarios. Per scenario, path and process it writes
+``chat c=16`` and ``stream c=16`` scenarios (``--scenarios`` picks others). Per scenario, path and process it writes
 
 - ``<label>-<scenario>-<path>-<role>.svg``: the flame graph;
 - ``<label>-<scenario>-<path>-<role>.txt``: the collapsed stacks (py-spy's ``raw``);
@@ -45,7 +45,7 @@ import report
 
 import bench  # the sibling modules, whatever the working directory
 
-SCENARIOS = tuple(s for s in bench.SCENARIOS if s.concurrency == 16)
+DEFAULT_SCENARIOS = "chat c=16,stream c=16"
 ROLES = ("hub", "agent")
 
 
@@ -161,7 +161,7 @@ async def run(args: argparse.Namespace) -> str:
             )
             for _ in range(2)
         ]
-        for scenario in SCENARIOS:
+        for scenario in args.scenarios:
             for name, target in targets.items():
                 stem = f"{args.label}-{scenario.name.replace(' ', '').replace('=', '')}-{name}"
                 await bench.run_load(
@@ -222,7 +222,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=12, help="frames per list")
+    parser.add_argument(
+        "--scenarios",
+        default=DEFAULT_SCENARIOS,
+        help=f"scenarios of bench.py to profile, comma-separated (default {DEFAULT_SCENARIOS!r})",
+    )
     args = parser.parse_args(argv)
+    by_name = {s.name: s for s in bench.SCENARIOS}
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        parser.error(f"unknown scenario: {', '.join(unknown)} (known: {', '.join(by_name)})")
+    args.scenarios = [by_name[n] for n in names]
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     bad = [p for p in args.paths if p not in ("hub-direct", "hub-tunnel")]
     if bad:

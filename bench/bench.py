@@ -506,24 +506,28 @@ async def run(args: argparse.Namespace) -> str:
 
             try:
                 print("starting the scale scenarios ...", file=sys.stderr, flush=True)
-                scale_target = await scale.scale_target(
+                direct, scale_target = await scale.scale_targets(
                     setup, chunks=args.scale_chunks, delay_ms=args.scale_delay_ms, streams=args.scale_streams
                 )
             except Unavailable as exc:
                 scale_report = scale.report(str(exc), str(exc))
             else:
-                streams = await scale.run_streams(
-                    scale_target,
-                    streams=args.scale_streams,
-                    chunks=args.scale_chunks,
-                    delay_ms=args.scale_delay_ms,
-                )
-                print(
-                    f"{args.scale_streams} streams: errors={streams.errors} "
-                    f"TTFB p99={pct(streams.ttfb, 99):.0f} ms RSS +{streams.rss_peak - streams.rss_before:.0f} MB",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                streams = []
+                for path, target in (("direct", direct), ("hub-tunnel", scale_target)):
+                    result = await scale.run_streams(
+                        path,
+                        target,
+                        streams=args.scale_streams,
+                        chunks=args.scale_chunks,
+                        delay_ms=args.scale_delay_ms,
+                    )
+                    streams.append(result)
+                    print(
+                        f"{args.scale_streams} streams, {path}: errors={result.errors} "
+                        f"TTFB p99={pct(result.ttfb, 99):.0f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 watchers = await scale.run_watchers(scale_target, watchers=args.watchers)
                 print(
                     f"{args.watchers} watchers: connected={watchers.connected} errors={watchers.errors} "

@@ -48,6 +48,7 @@ def rss_mb(pid: int) -> float:
 
 @dataclass
 class StreamsResult:
+    path: str
     streams: int
     chunks: int
     delay_ms: float
@@ -60,6 +61,7 @@ class StreamsResult:
     rss_peak: float = 0.0
     rss_after: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per process role during the measured phase (``client``: this process)."""
 
 
 @dataclass
@@ -83,19 +85,32 @@ async def _sample_peak(pid: int, box: list[float], stop: asyncio.Event) -> None:
         await wait_event(stop, 0.2)
 
 
-async def scale_target(setup: Setup, *, chunks: int, delay_ms: float, streams: int) -> Target:
-    """A tunnel agent in front of a slow mock engine of its own (answers held 10 min)."""
+async def scale_targets(setup: Setup, *, chunks: int, delay_ms: float, streams: int) -> tuple[Target, Target]:
+    """A slow mock engine of its own (answers held 10 min), and a tunnel agent in front of it.
+
+    Returns the engine itself (the baseline: the same streams with no hub in between) and
+    the path through the hub.
+    """
+    import bench
+
     engine = await setup.start_engine(
         "engine-scale",
         ["--chunks", str(chunks), "--chunk-delay-ms", str(delay_ms), "--answer-delay-s", "600"],
     )
-    return await setup.agent("bench-scale", SCALE_MODEL, [], engine=engine, max_concurrency=streams + 64)
+    direct = bench.Target(engine[0], None, bench.ENGINE_MODEL, {"engine": engine[1]})
+    through_hub = await setup.agent(
+        "bench-scale", SCALE_MODEL, [], engine=engine, max_concurrency=streams + 64
+    )
+    through_hub.procs["engine"] = engine[1]
+    return direct, through_hub
 
 
-async def run_streams(target: Target, *, streams: int, chunks: int, delay_ms: float) -> StreamsResult:
+async def run_streams(
+    path: str, target: Target, *, streams: int, chunks: int, delay_ms: float
+) -> StreamsResult:
     import bench
 
-    result = StreamsResult(streams, chunks, delay_ms)
+    result = StreamsResult(path, streams, chunks, delay_ms)
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     client = httpx.AsyncClient(
         transport=Http1Transport(limits=limits, fallback=httpx.AsyncHTTPTransport(limits=limits)),
@@ -103,8 +118,11 @@ async def run_streams(target: Target, *, streams: int, chunks: int, delay_ms: fl
         trust_env=False,
     )
     body = json.dumps({"model": target.model, "messages": bench.MESSAGES, "stream": True}).encode()
-    headers = {"content-type": "application/json", "authorization": f"Bearer {target.key}"}
-    hub, agent = target.procs["hub"].popen.pid, target.procs["agent"].popen.pid
+    headers = {"content-type": "application/json"}
+    if target.key:
+        headers["authorization"] = f"Bearer {target.key}"
+    pids = {role: proc.popen.pid for role, proc in target.procs.items()}
+    hub = pids.get("hub")
 
     async def one() -> None:
         t0 = time.perf_counter()
@@ -120,22 +138,24 @@ async def run_streams(target: Target, *, streams: int, chunks: int, delay_ms: fl
     try:
         await asyncio.gather(*(one() for _ in range(16)))  # warm-up: connections, tunnel, pools
         result.errors, result.first_error, result.ttfb, result.latencies = 0, "", [], []
-        result.rss_before = rss_mb(hub)
-        peak = [result.rss_before]
         stop = asyncio.Event()
-        sampler = asyncio.create_task(_sample_peak(hub, peak, stop))
-        cpu = {"hub": group_cpu_s(hub), "agent": group_cpu_s(agent)}
+        peak = [0.0]
+        sampler = None
+        if hub is not None:
+            result.rss_before = peak[0] = rss_mb(hub)
+            sampler = asyncio.create_task(_sample_peak(hub, peak, stop))
+        cpu = {role: group_cpu_s(pid) for role, pid in pids.items()}
+        client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(streams)))
         result.wall_s = time.perf_counter() - start
-        result.cpu_s = {
-            "hub": group_cpu_s(hub) - cpu["hub"],
-            "agent": group_cpu_s(agent) - cpu["agent"],
-        }
+        result.cpu_s = {role: group_cpu_s(pid) - cpu[role] for role, pid in pids.items()}
+        result.cpu_s["client"] = time.process_time() - client_cpu
         stop.set()
-        await sampler
-        result.rss_peak = peak[0]
-        result.rss_after = rss_mb(hub)
+        if sampler is not None and hub is not None:
+            await sampler
+            result.rss_peak = peak[0]
+            result.rss_after = rss_mb(hub)
     finally:
         await client.aclose()
     return result
@@ -215,31 +235,55 @@ async def run_watchers(target: Target, *, watchers: int, idle_s: float = 10.0) -
     return result
 
 
-def report(streams: StreamsResult | str | None, watchers: WatchersResult | str | None) -> str:
-
+def report(streams: list[StreamsResult] | str | None, watchers: WatchersResult | str | None) -> str:
     lines = ["### Scale: slow streams through one tunnel, idle job-event watchers", ""]
     if isinstance(streams, str):
         lines += [f"- Streams: unavailable: {streams}", ""]
-    elif streams is not None:
-        s = streams
-        done = len(s.latencies)
+    elif streams:
+        first = streams[0]
         lines += [
-            f"{s.streams:,} streamed chat completions at once through the hub and one tunnel agent, each "
-            f"{s.chunks} chunks {s.delay_ms:g} ms apart (a stream alone takes ~{s.chunks * s.delay_ms / 1000:.1f} s).",
+            f"{first.streams:,} streamed chat completions at once, each {first.chunks} chunks "
+            f"{first.delay_ms:g} ms apart (a stream alone takes ~{first.chunks * first.delay_ms / 1000:.1f} s): "
+            "straight to the mock engine (`direct`, the floor of this machine: load generator and "
+            "engine alone), then through the hub and one tunnel agent (`hub-tunnel`). CPU is each "
+            "process's user + system time during the phase; `client` is the load generator.",
             "",
-            "| streams | done | errors | TTFB p50 ms | TTFB p99 ms | stream p50 s | stream p99 s | wall s "
-            "| hub RSS before MB | peak MB | growth MB | after MB | hub CPU s | agent CPU s | hub CPU per chunk ms |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {s.streams:,} | {done:,} | {s.errors} | {fmt(pct(s.ttfb, 50), 1)} "
-            f"| {fmt(pct(s.ttfb, 99), 1)} | {fmt(pct(s.latencies, 50) / 1000, 2)} "
-            f"| {fmt(pct(s.latencies, 99) / 1000, 2)} | {s.wall_s:.1f} | {s.rss_before:.0f} "
-            f"| {s.rss_peak:.0f} | {s.rss_peak - s.rss_before:.0f} | {s.rss_after:.0f} "
-            f"| {s.cpu_s.get('hub', 0):.1f} | {s.cpu_s.get('agent', 0):.1f} "
-            f"| {1000 * s.cpu_s.get('hub', 0) / max(1, done * (s.chunks + 3)):.3f} |",
-            "",
+            "| path | streams | done | errors | TTFB p50 ms | TTFB p99 ms | stream p50 s | stream p99 s "
+            "| wall s | hub RSS before MB | peak MB | growth MB | after MB "
+            "| CPU s: hub | agent | engine | client | hub CPU per chunk ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        if s.errors:
-            lines += [f"- first error: `{s.first_error}`", ""]
+        for s in streams:
+            done = len(s.latencies)
+            hub_cpu = s.cpu_s.get("hub")
+            through_hub = hub_cpu is not None
+
+            def cpu(role: str, s: StreamsResult = s) -> str:
+                value = s.cpu_s.get(role)
+                return "" if value is None else f"{value:.1f}"
+
+            lines.append(
+                f"| {s.path} | {s.streams:,} | {done:,} | {s.errors} | {fmt(pct(s.ttfb, 50), 1)} "
+                f"| {fmt(pct(s.ttfb, 99), 1)} | {fmt(pct(s.latencies, 50) / 1000, 2)} "
+                f"| {fmt(pct(s.latencies, 99) / 1000, 2)} | {s.wall_s:.1f} "
+                + (
+                    f"| {s.rss_before:.0f} | {s.rss_peak:.0f} | {s.rss_peak - s.rss_before:.0f} "
+                    f"| {s.rss_after:.0f} "
+                    if through_hub
+                    else "|  |  |  |  "
+                )
+                + f"| {cpu('hub')} | {cpu('agent')} | {cpu('engine')} | {cpu('client')} "
+                + (
+                    f"| {1000 * (hub_cpu or 0.0) / max(1, done * (s.chunks + 3)):.3f} |"
+                    if through_hub
+                    else "|  |"
+                )
+            )
+        lines.append("")
+        for s in streams:
+            if s.errors:
+                lines += [f"- {s.path}, first error: `{s.first_error}`"]
+        lines.append("")
     if isinstance(watchers, str):
         lines += [f"- Watchers: unavailable: {watchers}", ""]
     elif watchers is not None:

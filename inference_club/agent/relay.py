@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "RelayResponse",
     "RelayStreamError",
     "agent_error_response",
+    "engine_connection_limit",
     "make_engine_client",
 ]
 
@@ -73,8 +74,26 @@ class RelayStreamError(Exception):
     """
 
 
+ENGINE_CONNECTIONS_FLOOR = 512
+ENGINE_CONNECTIONS_SPARE = 64
+"""Connections beside the relayed calls: health checks, discovery, native adapters' polls."""
+
+
+def engine_connection_limit(max_concurrencies: Iterable[int]) -> int:
+    """How many connections the engine client may hold: every service at its
+    ``max_concurrency`` at once, and spares; never fewer than the floor.
+
+    A fixed cap below the configured concurrency would queue calls the hub was told the
+    agent takes (and fail them after the pool timeout).
+    """
+    return max(ENGINE_CONNECTIONS_FLOOR, sum(max_concurrencies) + ENGINE_CONNECTIONS_SPARE)
+
+
 def make_engine_client(
-    *, connect_timeout_s: float = 10.0, request_timeout_s: float = 600.0
+    *,
+    connect_timeout_s: float = 10.0,
+    request_timeout_s: float = 600.0,
+    max_connections: int = ENGINE_CONNECTIONS_FLOOR,
 ) -> httpx.AsyncClient:
     """The one pooled client the agent uses to reach its local servers.
 
@@ -90,7 +109,9 @@ def make_engine_client(
         ),
         # Idle connections are dropped before the usual 5 s server keep-alive, so a
         # request never goes out on a connection the engine is closing.
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=64, keepalive_expiry=2.0
+        ),
     )
 
 

@@ -30,7 +30,7 @@ from .health import collect_health
 from .heartbeat import Heartbeat, HeartbeatAnswer, heartbeat_body
 from .metrics import AgentMetrics, MetricsServer
 from .progress import ProgressPoster
-from .relay import Relay, make_engine_client
+from .relay import Relay, engine_connection_limit, make_engine_client
 
 __all__ = [
     "TRANSPORTS",
@@ -126,9 +126,11 @@ class AgentRunner:
         self.config = config
         self._factory = transport_factory(config.transport)
         self._owns_engine_client = engine_client is None
+        self.engine_connections = engine_connection_limit(s.max_concurrency for s in config.services)
         self.engine_client = engine_client or make_engine_client(
             connect_timeout_s=config.connect_timeout_s,
             request_timeout_s=config.request_timeout_s,
+            max_connections=self.engine_connections,
         )
         self.catalog = Catalog(config.services)
         self.relay = Relay(self.catalog, self.engine_client)

@@ -5,12 +5,14 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
 from inference_club.agent.discovery import Catalog
 from inference_club.agent.relay import AGENT_ERROR_HEADER, Relay, make_engine_client
 from inference_club.testing.servers import serve_app
+from tests.polling import eventually
 
 from .stubs import EngineStub, make_config
 
@@ -301,3 +303,30 @@ async def test_aclose_aborts_a_hanging_engine(engine_stub: tuple[EngineStub, str
         assert relay.in_flight == 0
     finally:
         await relay.aclose()
+
+
+async def test_the_engine_client_opens_no_more_connections_than_its_limit() -> None:
+    release = asyncio.Event()
+    held = 0
+
+    async def hold(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal held
+        if scope["type"] != "http":
+            return
+        held += 1
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    client = make_engine_client(max_connections=2)
+    try:
+        async with serve_app(hold) as base:
+            calls = [asyncio.create_task(client.get(base + "/")) for _ in range(3)]
+            await eventually(lambda: held == 2)
+            await asyncio.sleep(0.1)
+            assert held == 2  # the third waits for a connection
+            release.set()
+            assert [(await call).status_code for call in calls] == [200, 200, 200]
+            assert held == 3
+    finally:
+        await client.aclose()

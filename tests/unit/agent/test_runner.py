@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference_club.agent.relay import ENGINE_CONNECTIONS_FLOOR, ENGINE_CONNECTIONS_SPARE
 from inference_club.agent.runner import AgentRunner, TransportUnavailable, run_agent, transport_factory
 from inference_club.testing.servers import ProcessHandle, free_port
 from tests.polling import eventually
@@ -97,3 +98,18 @@ async def test_agent_process_serves_and_stops_on_sigterm(
         log = proc.log_text()
     assert "relay service=llm#0 model=m1 method=POST path=/v1/chat/completions status=200" in log
     assert stub.requests[-1]["path"] == "/v1/chat/completions"
+
+
+def test_the_engine_client_holds_every_services_concurrency_at_once() -> None:
+    """A fixed pool of 512 queued calls beyond it that the hub was told the agent takes."""
+    engine = "http://127.0.0.1:9/v1"
+    many = make_config(
+        [
+            {"type": "llm", "url": engine, "max_concurrency": 1000},
+            {"type": "embedding", "url": engine, "max_concurrency": 200},
+        ],
+        transport="tunnel",
+    )
+    assert AgentRunner(many).engine_connections == 1000 + 200 + ENGINE_CONNECTIONS_SPARE
+    few = make_config([{"type": "llm", "url": engine, "max_concurrency": 4}], transport="tunnel")
+    assert AgentRunner(few).engine_connections == ENGINE_CONNECTIONS_FLOOR

@@ -32,6 +32,8 @@ from typing import cast
 import httptools
 import httpx
 
+from inference_club.waiting import QuietTimer
+
 __all__ = ["Http1Transport"]
 
 _READ_HIGH_WATER = 256 * 1024  # received body bytes buffered before reading pauses
@@ -252,8 +254,9 @@ class _Connection(asyncio.Protocol):
                 handle.cancel()
         return status, self._headers
 
-    async def read(self, timeout: float | None) -> bytes | None:
-        """The next body chunk, or None once the body is complete."""
+    async def read(self, quiet: QuietTimer | None) -> bytes | None:
+        """The next body chunk, or None once the body is complete; ``quiet`` times each wait
+        (its expiry calls :meth:`time_out_read`)."""
         while not self._chunks:
             if self._complete:
                 return None
@@ -263,7 +266,14 @@ class _Connection(asyncio.Protocol):
                 raise httpx.ReadError("the connection closed")
             self._wake = asyncio.get_running_loop().create_future()
             try:
-                await _wait(self._wake, timeout, httpx.ReadTimeout, "timed out reading the response body")
+                if quiet is None:
+                    await self._wake
+                else:
+                    quiet.waiting()
+                    try:
+                        await self._wake
+                    finally:
+                        quiet.done_waiting()
             finally:
                 self._wake = None
         # Everything received so far in one piece: one write downstream, not one per packet.
@@ -277,6 +287,11 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return chunk
+
+    def time_out_read(self) -> None:
+        """Fail the read waiting now with a read timeout."""
+        if self._wake is not None:
+            _expire(self._wake, httpx.ReadTimeout, "timed out reading the response body")
 
     def peer_closed(self) -> bool:
         """True when an idle connection has something to read: the server's close, which the
@@ -316,11 +331,15 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         ended = False
+        # One timer for the whole body, not one per chunk.
+        quiet = None if self._timeout is None else QuietTimer(self._timeout, self._conn.time_out_read)
         try:
-            while (chunk := await self._conn.read(self._timeout)) is not None:
+            while (chunk := await self._conn.read(quiet)) is not None:
                 yield chunk
             ended = True
         finally:
+            if quiet is not None:
+                quiet.cancel()
             # A caller that stops early often drops this generator at a ``yield``; Python
             # finalizes it later, by which time the connection may serve another exchange.
             self._release(ended)

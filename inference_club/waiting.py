@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 
@@ -39,3 +40,52 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, again_after_s: float = 1.0
         await asyncio.wait({task}, timeout=again_after_s)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+class QuietTimer:
+    """Calls ``expire`` once a single wait has lasted ``timeout_s``: a read timeout for a loop of reads.
+
+    ``asyncio.timeout`` around each read of a streamed answer arms and cancels a timer per
+    chunk. This keeps one timer, moved on only when it fires while a wait is younger than
+    the timeout (or when nobody waits), so a stream of chunks costs two attribute writes
+    per read. ``expire`` runs in a timer callback and must make the wait end (fail its
+    future, reset its stream); :attr:`expired` then tells the waiter why it ended.
+    """
+
+    __slots__ = ("_expire", "_handle", "_loop", "_since", "_timeout", "expired")
+
+    def __init__(self, timeout_s: float, expire: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout_s
+        self._expire = expire
+        self._since: float | None = None  # when the current wait began; None between waits
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def waiting(self) -> None:
+        """A wait begins now."""
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._timeout, self._check)
+
+    def done_waiting(self) -> None:
+        self._since = None
+
+    def cancel(self) -> None:
+        """No more waits: drop the timer."""
+        self._since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._since is None:
+            return  # between waits: the next one arms a new timer
+        deadline = self._since + self._timeout
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._check)
+            return
+        self.expired = True
+        self._since = None
+        self._expire()

@@ -119,8 +119,10 @@ class Stream:
         self._remote_ended = False
         self._local_ended = False
         self._error: StreamReset | None = None
-        self._readable = asyncio.Event()
-        self.head: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        # The one reader's wait, when it waits: a bare future costs less than an Event per chunk.
+        self._reader: asyncio.Future[None] | None = None
+        self.head: asyncio.Future[Frame] = self._loop.create_future()
         """The peer's ``RESPONSE`` frame (streams this side opened)."""
 
     def __repr__(self) -> str:
@@ -233,8 +235,13 @@ class Stream:
                 raise self._error
             if self._remote_ended:
                 return None
-            self._readable.clear()
-            await self._readable.wait()
+            if self._reader is not None:
+                raise RuntimeError(f"stream {self.id}: a second reader")
+            self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
         if len(self._chunks) == 1:
             chunk = self._chunks.popleft()
         else:
@@ -264,7 +271,12 @@ class Stream:
             self.max_buffered = max(self.max_buffered, self.buffered)
         if end:
             self._remote_ended = True
-        self._readable.set()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     def _add_credit(self, increment: int) -> None:
         self._send_credit += increment
@@ -276,7 +288,7 @@ class Stream:
         if self._error is not None:
             return
         self._error = error
-        self._readable.set()
+        self._wake_reader()
         self._credit_changed.set()
         if not self.head.done():
             self.head.set_exception(error)

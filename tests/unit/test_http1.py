@@ -51,6 +51,20 @@ async def _slow(request: Request) -> Response:
     return PlainTextResponse("late")
 
 
+async def _trickle(request: Request) -> StreamingResponse:
+    """``n`` chunks ``gap`` seconds apart, then (with ``stall``) silence for that long."""
+    n, gap = int(request.query_params["n"]), float(request.query_params["gap"])
+    stall = float(request.query_params.get("stall", "0"))
+
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(n):
+            yield f"{i};".encode()
+            await asyncio.sleep(gap)
+        await asyncio.sleep(stall)
+
+    return StreamingResponse(parts())
+
+
 async def _big(request: Request) -> Response:
     return Response(b"x" * (3 * 1024 * 1024))
 
@@ -63,6 +77,7 @@ def _app() -> Starlette:
             Route("/stream", _stream),
             Route("/slow", _slow),
             Route("/big", _big),
+            Route("/trickle", _trickle),
         ]
     )
 
@@ -137,6 +152,18 @@ async def test_timeouts_and_refused_connections_are_httpx_errors() -> None:
     async with _client() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/peer")
+
+
+async def test_the_read_timeout_times_each_wait_in_a_body_not_the_whole_body() -> None:
+    async with serve_app(_app(), shutdown_timeout_s=0.1) as url, _client(timeout=0.3) as client:
+        r = await client.get(url + "/trickle?n=12&gap=0.05")  # 0.6 s in all, never 0.3 s quiet
+        assert r.content == "".join(f"{i};" for i in range(12)).encode()
+        async with client.stream("GET", url + "/trickle?n=3&gap=0.05&stall=3") as r:
+            received = b""
+            with pytest.raises(httpx.ReadTimeout):
+                async for chunk in r.aiter_raw():
+                    received += chunk
+        assert received == b"0;1;2;"
 
 
 async def test_head_goes_to_the_fallback_transport() -> None:

@@ -1,4 +1,4 @@
-"""wait_event: a bounded wait on an event that reports whether it was set and never loses a cancel."""
+"""Waits: wait_event (bounded, says whether the event was set, never loses a cancel) and QuietTimer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from inference_club.waiting import cancel_and_wait, wait_event
+from inference_club.waiting import QuietTimer, cancel_and_wait, wait_event
 
 
 async def test_it_says_whether_the_event_was_set() -> None:
@@ -71,3 +71,31 @@ async def test_cancel_and_wait_raises_what_the_task_ended_with() -> None:
     await asyncio.sleep(0)
     with pytest.raises(RuntimeError, match="cleanup failed"):
         await cancel_and_wait(task)
+
+
+async def test_a_quiet_timer_expires_only_a_wait_that_lasted_its_timeout() -> None:
+    expired: list[float] = []
+    loop = asyncio.get_running_loop()
+    quiet = QuietTimer(0.1, lambda: expired.append(loop.time()))
+    for _ in range(6):  # short waits, one after another, for longer than the timeout in all
+        quiet.waiting()
+        await asyncio.sleep(0.03)
+        quiet.done_waiting()
+    assert expired == [] and not quiet.expired
+    await asyncio.sleep(0.15)  # nobody waits: time between waits never counts
+    assert expired == []
+    began = loop.time()
+    quiet.waiting()
+    await asyncio.sleep(0.25)
+    assert len(expired) == 1 and quiet.expired
+    assert expired[0] - began >= 0.1
+    quiet.cancel()
+
+
+async def test_a_cancelled_quiet_timer_never_fires() -> None:
+    expired: list[bool] = []
+    quiet = QuietTimer(0.05, lambda: expired.append(True))
+    quiet.waiting()
+    quiet.cancel()
+    await asyncio.sleep(0.1)
+    assert expired == [] and not quiet.expired

@@ -38,6 +38,7 @@ from inference_club.tunnel.protocol import (
     ResetCode,
     ResponseHead,
 )
+from inference_club.waiting import QuietTimer
 
 
 class Relay(Protocol):
@@ -73,23 +74,32 @@ class TunnelResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         stream = self._stream
-        while True:
-            try:
-                if stream.ready:  # no timer to arm and disarm for bytes already here
-                    chunk = await stream.read()
-                else:
-                    async with asyncio.timeout(self._read_timeout_s):
+        quiet = QuietTimer(
+            self._read_timeout_s,
+            lambda: stream.reset(ResetCode.CANCEL, "the hub stopped waiting for the answer"),
+        )
+        try:
+            while True:
+                try:
+                    if stream.ready:  # no wait to time for bytes already here
                         chunk = await stream.read()
-            except TimeoutError:
-                stream.reset(ResetCode.CANCEL, "the hub stopped waiting for the answer")
-                raise TransportTimeout(
-                    f"provider {self._tunnel.name!r} sent nothing for {self._read_timeout_s:g}s"
-                ) from None
-            except StreamReset as exc:
-                raise TransportUnavailable(f"provider {self._tunnel.name!r}: {exc}") from exc
-            if chunk is None:
-                return
-            yield chunk
+                    else:
+                        quiet.waiting()
+                        try:
+                            chunk = await stream.read()
+                        finally:
+                            quiet.done_waiting()
+                except StreamReset as exc:
+                    if quiet.expired:
+                        raise TransportTimeout(
+                            f"provider {self._tunnel.name!r} sent nothing for {self._read_timeout_s:g}s"
+                        ) from None
+                    raise TransportUnavailable(f"provider {self._tunnel.name!r}: {exc}") from exc
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            quiet.cancel()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -488,7 +488,7 @@ _DONE_TERMINATED = frozenset({"chat.completions", "completions"})
 
 def _unfinished_stream(call: Call, watch: token_counts.StreamUsage) -> str | None:
     """Why a stream that ended cleanly is still a failure, or None when it is complete."""
-    if watch.events == 0:
+    if not watch.started:
         return "The provider ended the stream without sending any event."
     if call.endpoint.name in _DONE_TERMINATED and not watch.done:
         return "The provider ended the stream before 'data: [DONE]'; the answer may be incomplete."

@@ -105,6 +105,8 @@ class StreamUsage:
     Only ``data:`` lines that mention usage counters (``"usage"``, or Ollama's
     ``"eval_count"``) are parsed; the last one wins.
     A single line longer than ``max_line`` is skipped rather than buffered.
+    Once an event was seen, a chunk of whole lines with none of the markers that matter
+    (usage, ``[DONE]``) is passed over unsplit: most chunks of a stream are such.
     """
 
     def __init__(self, *, max_line: int = 4 * 1024 * 1024) -> None:
@@ -112,12 +114,23 @@ class StreamUsage:
         self._skipping = False
         self._max_line = max_line
         self.counts: TokenCounts | None = None
-        self.events = 0
+        self.started = False
+        """An event (a ``data:`` line with a payload, or an ``event:`` line) arrived."""
         self.done = False
 
     def feed(self, chunk: bytes) -> None:
-        # Runs on every chunk of every relayed stream: a line wholly inside the chunk is
-        # looked at in place, without going through the partial-line buffer.
+        # Runs on every chunk of every relayed stream.
+        if (
+            self.started
+            and not self._partial
+            and not self._skipping
+            and chunk.endswith(b"\n")
+            and b'"usage"' not in chunk
+            and b"[DONE]" not in chunk
+            and b'"eval_count"' not in chunk
+        ):
+            return  # nothing in it can change what is watched
+        # A line wholly inside the chunk is looked at in place, not through the buffer.
         start = 0
         partial = self._partial
         while (end := chunk.find(b"\n", start)) != -1:
@@ -147,12 +160,12 @@ class StreamUsage:
         line = line.strip()
         if not line.startswith(b"data:"):  # the blank separator lines, mostly
             if line.startswith(b"event:"):
-                self.events += 1
+                self.started = True
             return
         payload = line[5:].strip()
         if not payload:
             return
-        self.events += 1
+        self.started = True
         if payload == b"[DONE]":
             self.done = True
             return

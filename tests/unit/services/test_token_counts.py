@@ -56,7 +56,26 @@ def test_stream_usage_from_the_last_chunk_split_anywhere() -> None:
         for start in range(0, len(raw), size):
             watch.feed(raw[start : start + size])
         watch.close()
-        assert watch.counts == TokenCounts(12, 8, 20) and watch.done and watch.events == 3
+        assert watch.counts == TokenCounts(12, 8, 20) and watch.done and watch.started
+
+
+def test_chunks_that_hold_nothing_watched_are_passed_over_and_the_end_still_counts() -> None:
+    content = [{"choices": [{"delta": {"content": f"tok{i} "}}]} for i in range(50)]
+    raw = _sse(*content, {"choices": [], "usage": VLLM_USAGE})
+    events = raw.split(b"\n\n")[:-1]
+    for size in (1, 5, 64, 1000):
+        watch = StreamUsage()
+        for event in events:  # one event a chunk, as engines send them, some split further
+            piece = event + b"\n\n"
+            for start in range(0, len(piece), size if size < 64 else len(piece)):
+                watch.feed(piece[start : start + (size if size < 64 else len(piece))])
+        watch.close()
+        assert watch.started and watch.done and watch.counts == TokenCounts(12, 8, 20)
+    cut = StreamUsage()
+    for event in events[:-2]:  # the usage and [DONE] never came
+        cut.feed(event + b"\n\n")
+    cut.close()
+    assert cut.started and not cut.done and cut.counts is None
 
 
 def test_stream_events_without_usage_and_empty_streams() -> None:
@@ -71,7 +90,7 @@ def test_stream_events_without_usage_and_empty_streams() -> None:
     empty = StreamUsage()
     empty.feed(b"\n\n: keep-alive comment\n\n")
     empty.close()
-    assert empty.events == 0 and empty.counts is None
+    assert not empty.started and empty.counts is None
 
 
 def test_an_overlong_line_is_skipped_not_buffered() -> None:

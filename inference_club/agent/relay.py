@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from inference_club.domain.http_headers import HOP_BY_HOP_HEADERS
-from inference_club.netpool import pooled_client
+from inference_club.netpool import PooledClient, pooled_client
 from inference_club.redact import redact
 from inference_club.waiting import wait_event
 
@@ -330,8 +330,11 @@ class Relay:
         self._idle.clear()
         try:
             content = await _request_content(method, headers, body)
-            request = self.client.build_request(method, url, headers=out_headers, content=content)
-            upstream = await self.client.send(request, stream=True)
+            if isinstance(self.client, PooledClient):
+                upstream = await self.client.open_stream(method, url, headers=out_headers, content=content)
+            else:  # a client given from outside (tests, embedding): its own way
+                request = self.client.build_request(method, url, headers=out_headers, content=content)
+                upstream = await self.client.send(request, stream=True)
         except httpx.ConnectTimeout:
             self._release(service)
             return self._logged(

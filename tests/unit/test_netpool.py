@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from inference_club.http1 import Http1Transport
 from inference_club.netpool import (
     DEFAULT_TRANSPORT,
     TRANSPORT_VARIABLE,
+    PooledClient,
     ShardedTransport,
     pooled_client,
     pooled_transport,
@@ -122,3 +124,41 @@ async def test_answers_are_not_even_read_for_cookies(monkeypatch: pytest.MonkeyP
         pooled_client(timeout=httpx.Timeout(5), limits=httpx.Limits(max_connections=4)) as client,
     ):
         assert (await client.get(f"{url}/set")).status_code == 200
+
+
+async def _echo_body(request: Request) -> PlainTextResponse:
+    body = await request.body()
+    if request.query_params.get("stall"):
+        await asyncio.sleep(float(request.query_params["stall"]))
+    return PlainTextResponse(
+        body.decode(), headers={"x-chunked": request.headers.get("transfer-encoding", "-")}
+    )
+
+
+@pytest.mark.parametrize("kind", ["lean", "httpx"])
+async def test_a_stream_opened_straight_to_the_pool(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TRANSPORT_VARIABLE, kind)
+    app = Starlette(routes=[Route("/echo", _echo_body, methods=["POST"])])
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"one "
+        yield b"two"
+
+    async with (
+        serve_app(app, shutdown_timeout_s=0.1) as url,
+        pooled_client(timeout=httpx.Timeout(0.3), limits=httpx.Limits(max_connections=4)) as client,
+    ):
+        assert isinstance(client, PooledClient)
+        for content, chunked in ((b"whole", "-"), (parts(), "chunked")):
+            response = await client.open_stream(
+                "POST", f"{url}/echo", headers={"x-any": "1"}, content=content
+            )
+            try:
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            assert response.status_code == 200 and response.headers["x-chunked"] == chunked
+            assert body == (b"whole" if chunked == "-" else b"one two")
+            assert response.request.method == "POST"
+        with pytest.raises(httpx.ReadTimeout):  # the client's timeouts apply
+            await client.open_stream("POST", f"{url}/echo?stall=2", headers={}, content=b"x")

@@ -37,6 +37,7 @@ from .protocol import (
     DEAD_AFTER_S,
     DEFAULT_MAX_STREAMS,
     DEFAULT_WINDOW,
+    END_BIT,
     HEADER,
     MAX_DATA_CHUNK,
     MAX_FRAME_SIZE,
@@ -528,7 +529,7 @@ class Mux:
         sent several; the peer sees the same bytes in fewer frames (credit counts bytes).
         """
         kind, flags, _, stream_id, _ = HEADER.unpack_from(first)
-        if kind != FrameType.DATA or flags & Flag.END:
+        if kind != FrameType.DATA or flags & END_BIT:
             return first
         payloads = [first[HEADER.size :]]
         size = len(payloads[0])
@@ -542,7 +543,7 @@ class Mux:
             self._queued_data -= len(following)
             payloads.append(following[HEADER.size :])
             size += length
-            end = bool(flags & Flag.END)
+            end = bool(flags & END_BIT)
         if len(payloads) == 1:
             return first
         merged = Frame(FrameType.DATA, stream_id, Flag.END if end else Flag.NONE, b"".join(payloads))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -113,6 +113,14 @@ class Flag(IntFlag):
     END = 0x01
 
 
+END_BIT = int(Flag.END)
+"""``Flag.END`` as a plain int, for header fields read with ``struct``."""
+
+_FRAME_TYPES = {int(kind): kind for kind in FrameType}  # FrameType(n) is slow on every frame
+_FLAGS = {0: Flag.NONE, END_BIT: Flag.END}
+_FIRST_STREAM_TYPE = int(FrameType.OPEN)  # types below it belong to the connection (stream 0)
+
+
 class CloseCode(IntEnum):
     """WebSocket close codes the tunnel uses (4000-4999 are the application's)."""
 
@@ -147,8 +155,9 @@ class UnsupportedVersion(ProtocolError):
 # --------------------------------------------------------------------------- frames
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One frame. A named tuple: built and read on every chunk, cheaper than a frozen dataclass."""
+
     type: FrameType
     stream_id: int = 0
     flags: Flag = Flag.NONE
@@ -156,7 +165,7 @@ class Frame:
 
     @property
     def end(self) -> bool:
-        return bool(self.flags & Flag.END)
+        return self.flags == END_BIT  # END is the only flag: ``&`` on an IntFlag runs Python code
 
     def encode(self) -> bytes:
         return HEADER.pack(self.type, self.flags, 0, self.stream_id, len(self.payload)) + self.payload
@@ -214,16 +223,16 @@ def _decode_at(data: bytes, offset: int) -> tuple[Frame, int]:
         raise ProtocolError(f"frame length {length} runs past the end of its message ({len(data) - start})")
     if reserved:
         raise ProtocolError("reserved header bits are set")
-    try:
-        frame_type = FrameType(type_)
-    except ValueError:
-        raise ProtocolError(f"unknown frame type 0x{type_:02x}") from None
-    if flags & ~int(Flag.END) & 0xFF:
+    frame_type = _FRAME_TYPES.get(type_)
+    if frame_type is None:
+        raise ProtocolError(f"unknown frame type 0x{type_:02x}")
+    flag = _FLAGS.get(flags)
+    if flag is None:
         raise ProtocolError(f"unknown flags 0x{flags:02x}")
-    connection_frame = frame_type < FrameType.OPEN
+    connection_frame = type_ < _FIRST_STREAM_TYPE
     if connection_frame != (stream_id == 0):
         raise ProtocolError(f"{frame_type.name} frame on stream {stream_id}")
-    return Frame(frame_type, stream_id, Flag(flags), bytes(data[start:end])), end
+    return Frame(frame_type, stream_id, flag, bytes(data[start:end])), end
 
 
 def _json_frame(type_: FrameType, data: dict[str, Any], stream_id: int = 0, *, end: bool = False) -> Frame:

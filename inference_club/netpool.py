@@ -145,7 +145,7 @@ _UNKEPT = _UnkeptCookies(NoCookies())
 
 def pooled_client(
     *, timeout: httpx.Timeout, limits: httpx.Limits, shards: int = DEFAULT_SHARDS
-) -> httpx.AsyncClient:
+) -> PooledClient:
     """The process's client: no proxies from the environment, no redirects, no cookies."""
     return PooledClient(
         timeout=timeout,

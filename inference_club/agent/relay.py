@@ -94,7 +94,7 @@ def make_engine_client(
     connect_timeout_s: float = 10.0,
     request_timeout_s: float = 600.0,
     max_connections: int = ENGINE_CONNECTIONS_FLOOR,
-) -> httpx.AsyncClient:
+) -> PooledClient:
     """The one pooled client the agent uses to reach its local servers.
 
     ``trust_env`` is off: local servers are never reached through a proxy configured
@@ -250,7 +250,7 @@ class RelayResponse:
 class Relay:
     """Routes relayed requests to the right local service over one pooled client."""
 
-    def __init__(self, catalog: Catalog, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, catalog: Catalog, client: PooledClient | None = None) -> None:
         self.catalog = catalog
         self._owns_client = client is None
         self.client = client if client is not None else make_engine_client()
@@ -330,11 +330,7 @@ class Relay:
         self._idle.clear()
         try:
             content = await _request_content(method, headers, body)
-            if isinstance(self.client, PooledClient):
-                upstream = await self.client.open_stream(method, url, headers=out_headers, content=content)
-            else:  # a client given from outside (tests, embedding): its own way
-                request = self.client.build_request(method, url, headers=out_headers, content=content)
-                upstream = await self.client.send(request, stream=True)
+            upstream = await self.client.open_stream(method, url, headers=out_headers, content=content)
         except httpx.ConnectTimeout:
             self._release(service)
             return self._logged(

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from ..domain.heartbeat import HeartbeatBody
+from ..netpool import PooledClient
 from .config import AgentConfig
 from .direct import DirectServer, SecretBox
 from .discovery import Catalog, Discovery
@@ -120,7 +121,7 @@ class AgentRunner:
         config: AgentConfig,
         *,
         hub_transport: httpx.AsyncBaseTransport | None = None,
-        engine_client: httpx.AsyncClient | None = None,
+        engine_client: PooledClient | None = None,
         report_gpus: bool = True,
     ) -> None:
         self.config = config

@@ -269,11 +269,8 @@ class _Connection(asyncio.Protocol):
                 if quiet is None:
                     await self._wake
                 else:
-                    quiet.waiting()
-                    try:
+                    with quiet:
                         await self._wake
-                    finally:
-                        quiet.done_waiting()
             finally:
                 self._wake = None
         # Everything received so far in one piece: one write downstream, not one per packet.

@@ -50,6 +50,8 @@ class QuietTimer:
     the timeout (or when nobody waits), so a stream of chunks costs two attribute writes
     per read. ``expire`` runs in a timer callback and must make the wait end (fail its
     future, reset its stream); :attr:`expired` then tells the waiter why it ended.
+
+    ``with quiet: await ...`` times one wait (:meth:`waiting`, then :meth:`done_waiting`).
     """
 
     __slots__ = ("_expire", "_handle", "_loop", "_since", "_timeout", "expired")
@@ -69,6 +71,12 @@ class QuietTimer:
             self._handle = self._loop.call_at(self._since + self._timeout, self._check)
 
     def done_waiting(self) -> None:
+        self._since = None
+
+    def __enter__(self) -> None:
+        self.waiting()
+
+    def __exit__(self, *exc_info: object) -> None:
         self._since = None
 
     def cancel(self) -> None:

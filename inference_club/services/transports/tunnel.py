@@ -84,11 +84,8 @@ class TunnelResponse:
                     if stream.ready:  # no wait to time for bytes already here
                         chunk = await stream.read()
                     else:
-                        quiet.waiting()
-                        try:
+                        with quiet:
                             chunk = await stream.read()
-                        finally:
-                            quiet.done_waiting()
                 except StreamReset as exc:
                     if quiet.expired:
                         raise TransportTimeout(

@@ -51,6 +51,15 @@ log = logging.getLogger("inference_club.executors")
 
 _MAX_ERROR_BODY = 1024 * 1024
 _TAIL = 64 * 1024  # the end of a JSON answer kept for its usage (OpenAI puts it last)
+_WHOLE_ANSWER = 64 * 1024
+"""A non-streamed answer read ahead up to this many bytes before its status goes out."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefix:
+    """The start of a non-streamed answer longer than :data:`_WHOLE_ANSWER`; the rest streams."""
+
+    prefix: bytes
 
 
 @dataclass(slots=True)
@@ -398,30 +407,89 @@ def _answer_headers(attempt: Attempt, keep: tuple[str, ...] = ("content-type",))
 
 
 class RelayExecutor(Executor):
-    """JSON → JSON, JSON → SSE, multipart → JSON/text: the answer is relayed byte for byte."""
+    """JSON → JSON, JSON → SSE, multipart → JSON/text: the answer is relayed byte for byte.
+
+    A stream goes out as it comes. A non-streamed answer is read ahead up to
+    :data:`_WHOLE_ANSWER` bytes first: one that ends within them (nearly all do) is sent
+    whole with a ``content-length``, its capacity slot already freed, and one that breaks
+    off or runs over a cap meanwhile gets a clean error answer instead of a cut-off body.
+    A longer one is streamed on from there.
+    """
 
     async def respond(self, call: Call) -> Response:
         attempt = await self.open(call)
         await self._check_status(call, attempt)
         headers = _answer_headers(attempt)
+        status = attempt.response.status
+        record = self._usage(call, attempt, status)
+        chunks = capped_chunks(attempt.response, self.limits.answer_bytes, self.limits.answer_too_large)
         if call.streaming:
             headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+            return StreamingResponse(
+                self._relay(call, attempt, record, chunks), status_code=status, headers=headers
+            )
+        ahead = await self._read_ahead(call, attempt, record, chunks)
+        if isinstance(ahead, bytes):
+            return Response(ahead, status_code=status, headers=headers)
         return StreamingResponse(
-            self._relay(call, attempt),
-            status_code=attempt.response.status,
-            headers=headers,
+            self._relay(call, attempt, record, chunks, ahead.prefix), status_code=status, headers=headers
         )
 
-    async def _relay(self, call: Call, attempt: Attempt) -> AsyncIterator[bytes]:
-        record = self._usage(call, attempt, attempt.response.status)
-        watch = token_counts.StreamUsage() if call.streaming else None
-        tail = b""
+    async def _read_ahead(
+        self, call: Call, attempt: Attempt, record: Usage, chunks: AsyncIterator[bytes]
+    ) -> bytes | _Prefix:
+        """The whole answer (recorded, the attempt closed) if it ends within
+        :data:`_WHOLE_ANSWER` bytes, else what was read of it."""
+        parts: list[bytes] = []
         size = 0
+        try:
+            async for chunk in chunks:
+                if record.ttft_ms is None:
+                    record.ttft_ms = (time.monotonic() - attempt.started) * 1000
+                parts.append(chunk)
+                size += len(chunk)
+                if size >= _WHOLE_ANSWER:
+                    return _Prefix(b"".join(parts))
+        except (TransportTimeout, TransportUnavailable, AnswerTooLarge) as exc:
+            error = _unanswered(exc)
+            record.error_type = error.type
+            record.status_code = error.status_code
+            log.warning("answer from %s refused: %s", attempt.provider.name, error.message)
+            await self._finish(attempt, record, failed=True)
+            raise error from None
+        except asyncio.CancelledError:
+            record.error_type = "client_disconnected"
+            record.status_code = 499
+            await self._finish(attempt, record, failed=False)
+            raise
+        body = b"".join(parts)
+        record.set_tokens(token_counts.from_answer_tail(body, complete=True))
+        await self._finish(attempt, record, failed=False)
+        return body
+
+    async def _finish(self, attempt: Attempt, record: Usage, *, failed: bool) -> None:
+        # Recorded before any await: a cancelled call may not get to run another step.
+        record.latency_ms = (time.monotonic() - attempt.started) * 1000
+        self.usage.record(record)
+        with anyio.CancelScope(shield=True):
+            await attempt.close(failed=failed)
+
+    async def _relay(
+        self,
+        call: Call,
+        attempt: Attempt,
+        record: Usage,
+        chunks: AsyncIterator[bytes],
+        prefix: bytes = b"",
+    ) -> AsyncIterator[bytes]:
+        watch = token_counts.StreamUsage() if call.streaming else None
+        size = len(prefix)
+        tail = prefix[-_TAIL:]
         failed = False
         try:
-            async for chunk in capped_chunks(
-                attempt.response, self.limits.answer_bytes, self.limits.answer_too_large
-            ):
+            if prefix:
+                yield prefix
+            async for chunk in chunks:
                 if record.ttft_ms is None:
                     record.ttft_ms = (time.monotonic() - attempt.started) * 1000
                 if watch is not None:
@@ -444,8 +512,9 @@ class RelayExecutor(Executor):
             record.error_type = "upstream_error"
             record.status_code = 504 if isinstance(exc, TransportTimeout) else 502
             log.warning("stream from %s broke: %s", attempt.provider.name, exc)
-            if call.streaming:
-                yield sse_error(f"The provider's stream broke: {exc}")
+            if not call.streaming:
+                raise  # the server drops the connection: an unfinished body, never a short one
+            yield sse_error(f"The provider's stream broke: {exc}")
         except AnswerTooLarge as exc:
             # The status line is already out: a stream gets an error event, other
             # answers end unfinished (the client sees a truncated body).
@@ -461,15 +530,11 @@ class RelayExecutor(Executor):
             record.status_code = 499
             raise
         finally:
-            # Recorded before any await: a cancelled stream may not get to run another step.
-            record.latency_ms = (time.monotonic() - attempt.started) * 1000
             if watch is not None:
                 record.set_tokens(watch.counts)
             elif tail:
                 record.set_tokens(token_counts.from_answer_tail(tail, complete=size == len(tail)))
-            self.usage.record(record)
-            with anyio.CancelScope(shield=True):
-                await attempt.close(failed=failed)
+            await self._finish(attempt, record, failed=failed)
 
     async def collect(self, call: Call, *, background: bool = False) -> Outcome:
         if isinstance(call.body, JsonBody) and call.body.get("stream"):
@@ -481,6 +546,15 @@ class RelayExecutor(Executor):
         if result is None:
             result = raw.decode("utf-8", "replace")
         return Outcome(attempt.response.status, result, attempt.provider.id)
+
+
+def _unanswered(exc: TransportTimeout | TransportUnavailable | AnswerTooLarge) -> UpstreamError:
+    """The error answered for an answer that failed before its status went out."""
+    if isinstance(exc, AnswerTooLarge):
+        return exc
+    if isinstance(exc, TransportTimeout):
+        return UpstreamTimeout(f"The provider's answer broke off: {exc}")
+    return UpstreamError(f"The provider's answer broke off: {exc}")
 
 
 _DONE_TERMINATED = frozenset({"chat.completions", "completions"})

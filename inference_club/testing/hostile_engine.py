@@ -167,10 +167,12 @@ def _answer(path: str, attack: Attack) -> _Body:
     if attack.answer == "bytes":
         content_type = "model/gltf-binary" if "/3d" in path else "audio/wav"
         first = (_GLB if "/3d" in path else b"RIFF") + _BYTE_BLOCK[: _BLOCK - 4]
+        # Truncated: chunked, and the connection closes where the closing chunk belongs.
+        sized = not attack.endless and attack.malformed != "truncated"
         return _Body(
             content_type,
             _repeat(first[:_BLOCK], _BYTE_BLOCK, None if attack.endless else attack.bytes),
-            None if attack.endless else attack.bytes,
+            attack.bytes if sized else None,
         )
     answer = json.dumps(
         {

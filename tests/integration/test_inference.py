@@ -280,6 +280,46 @@ async def test_usage_is_recorded_off_the_request_path(stack: Stack) -> None:
     assert rows and rows[0].endpoint == "chat.completions" and rows[0].total_tokens
 
 
+async def test_a_plain_answer_goes_whole_with_its_length_and_a_long_one_streams(stack: Stack) -> None:
+    async with stack.http() as http:
+        short = await http.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT})
+        long_text = "ünïcode words " * 8_000  # well past the 64 KiB read ahead
+        long = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "fake_reply": long_text}
+        )
+    assert short.status_code == 200 and "hello hub" in short.json()["choices"][0]["message"]["content"]
+    assert short.headers["content-length"] == str(len(short.content))
+    assert "transfer-encoding" not in short.headers
+    assert long.status_code == 200 and long.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in long.headers
+    assert long.json()["choices"][0]["message"]["content"] == long_text
+
+
+async def test_a_plain_answer_breaking_off_is_a_clean_error_not_a_short_body(stack: Stack) -> None:
+    async with stack.http() as http:
+        broken = await http.post(
+            "/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT, "fake_fault": "break=0"}
+        )
+        assert broken.status_code == 502, broken.text
+        assert broken.json()["error"]["type"] == "upstream_error"
+        assert "broke off" in broken.json()["error"]["message"]
+        assert broken.headers["x-request-id"]
+        after = await http.post("/v1/chat/completions", json={"model": "fake-chat", "messages": CHAT})
+        assert after.status_code == 200  # the slot went back and the provider still serves
+    from inference_club.store import usage as usage_q
+
+    user_id = await _user_id(stack)
+    for _ in range(50):
+        await stack.hub.hub.usage.flush()
+        async with stack.hub.hub.database.read() as session:
+            rows = await usage_q.recent_usage(session, user_id=user_id)
+        if len(rows) == 2:
+            break
+        await asyncio.sleep(0.1)
+    statuses = sorted((row.status_code, row.error_type) for row in rows)
+    assert statuses == [(200, None), (502, "upstream_error")]
+
+
 async def _user_id(stack: Stack) -> str:
     return (await stack.hub.hub.auth.authenticate(f"Bearer {stack.key}")).user_id
 

@@ -152,6 +152,31 @@ async def test_an_endless_sse_stream_ends_with_an_error_event(rig: Rig) -> None:
     assert b"event: error" in tail and b"answer larger than" in tail
 
 
+async def test_a_plain_answer_breaking_off_past_the_read_ahead_never_looks_complete(rig: Rig) -> None:
+    # Not a stream, so the first 64 KiB are read ahead; the break comes after them.
+    received = 0
+    async with rig.http() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "hostile-chat",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "hostile": {"answer": "bytes", "bytes": 500_000, "malformed": "truncated"},
+                },
+            ) as answer:
+                assert answer.status_code == 200 and answer.headers["transfer-encoding"] == "chunked"
+                async for chunk in answer.aiter_bytes():
+                    received += len(chunk)
+        assert received <= 500_000
+        ok = await http.post(
+            "/v1/chat/completions",
+            json={"model": "hostile-chat", "messages": [{"role": "user", "content": "hi"}], "hostile": {}},
+        )
+    assert ok.status_code == 200 and ok.headers["content-length"] == str(len(ok.content))
+
+
 async def test_an_endless_media_stream_is_cut_off_and_not_stored(rig: Rig) -> None:
     received = 0
     async with rig.http() as http:

@@ -65,7 +65,7 @@ class Recorder:
     log: Path
 
     @classmethod
-    def start(cls, pid: int, output: Path, fmt: str, rate: int) -> Recorder:
+    def start(cls, pid: int, output: Path, fmt: str, rate: int, *, native: bool = False) -> Recorder:
         log = output.with_suffix(output.suffix + ".log")
         with log.open("wb") as out:
             popen = subprocess.Popen(
@@ -74,7 +74,8 @@ class Recorder:
                     "record",
                     "--pid",
                     str(pid),
-                    "--nonblocking",
+                    # C frames need the process paused while its stack is read.
+                    *(["--native"] if native else ["--nonblocking"]),
                     "--nolineno",
                     "--rate",
                     str(rate),
@@ -171,8 +172,16 @@ async def run(args: argparse.Namespace) -> str:
                 for role in ROLES:
                     pid = target.procs[role].popen.pid
                     recorders[role] = (
-                        Recorder.start(pid, args.out_dir / f"{stem}-{role}.svg", "flamegraph", args.rate),
-                        Recorder.start(pid, args.out_dir / f"{stem}-{role}.txt", "raw", args.rate),
+                        Recorder.start(
+                            pid,
+                            args.out_dir / f"{stem}-{role}.svg",
+                            "flamegraph",
+                            args.rate,
+                            native=args.native,
+                        ),
+                        Recorder.start(
+                            pid, args.out_dir / f"{stem}-{role}.txt", "raw", args.rate, native=args.native
+                        ),
                     )
                 await asyncio.sleep(1.0)  # py-spy attaches before the measured phase
                 res = await bench.run_load(
@@ -205,7 +214,7 @@ async def run(args: argparse.Namespace) -> str:
         f"## Profile `{args.label}`: {report.code_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"py-spy {args.rate} Hz, `--nonblocking`, idle excluded; per process the {args.top} frames with the "
+        f"py-spy {args.rate} Hz, {'`--native`' if args.native else '`--nonblocking`'}, idle excluded; per process the {args.top} frames with the "
         "most samples of their own (self), then the frames most samples fall inside (total), "
         "leaving out those in over 90 % of them.",
         "",
@@ -221,6 +230,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario and path")
     parser.add_argument("--max-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="C frames too (uvloop, the C library): pauses the process at each sample, so slower",
+    )
     parser.add_argument("--top", type=int, default=12, help="frames per list")
     parser.add_argument(
         "--scenarios",

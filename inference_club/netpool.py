@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from http.client import HTTPResponse
 from http.cookiejar import Cookie, CookieJar
 from typing import Literal, cast, get_args
@@ -122,19 +122,22 @@ class PooledClient(httpx.AsyncClient):
         method: str,
         url: httpx.URL | str,
         *,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
         content: bytes | AsyncIterator[bytes] | None,
+        sni_hostname: str | None = None,
     ) -> httpx.Response:
         """``send(build_request(...), stream=True)``, straight to the pool.
 
         It leaves out the steps this client never takes (auth, redirects, cookies, mounts,
         event hooks) and the merging of defaults it does not have: on a relay's hot path
         those were a tenth of the agent's CPU. Read the answer with ``aiter_raw`` and
-        ``aclose`` it, as a streamed ``send``'s.
+        ``aclose`` it, as a streamed ``send``'s. ``sni_hostname``: the name a TLS
+        certificate is checked against when the URL holds an address.
         """
-        request = httpx.Request(
-            method, url, headers=headers, content=content, extensions={"timeout": self.timeout.as_dict()}
-        )
+        extensions: dict[str, object] = {"timeout": self.timeout.as_dict()}
+        if sni_hostname is not None:
+            extensions["sni_hostname"] = sni_hostname
+        request = httpx.Request(method, url, headers=headers, content=content, extensions=extensions)
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response

@@ -20,6 +20,7 @@ from inference_club.domain.callback_url import CallbackUrl, IPAddress, parse_cal
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
 from inference_club.domain.providers import ProviderState
 from inference_club.errors import InvalidRequest
+from inference_club.netpool import PooledClient
 from inference_club.services.callback_policy import CallbackBlocked, CallbackPolicy
 from inference_club.services.transports.base import (
     BadResponseHead,
@@ -65,7 +66,7 @@ _CACHED_URLS = 1024
 class DirectTransport:
     name = "direct"
 
-    def __init__(self, client: httpx.AsyncClient, policy: CallbackPolicy) -> None:
+    def __init__(self, client: PooledClient, policy: CallbackPolicy) -> None:
         self._client = client
         self._policy = policy
         self._urls: dict[tuple[CallbackUrl, IPAddress, str, str], httpx.URL] = {}
@@ -94,20 +95,19 @@ class DirectTransport:
             (b"x-request-id", request.request_id.encode()),
         ]
         # The certificate is still checked against the name the agent registered.
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
+        sni_hostname = target.host if target.scheme == "https" and target.ip is None else None
         relay_path = target.relay_path(request.service_type, path)
         for index, address in enumerate(addresses):
             url = self._url(target, address, relay_path, query)
-            built = self._client.build_request(
-                request.method,
-                url,
-                headers=headers,
-                # Bytes in hand go with a length, in the head's write; else streamed, chunked.
-                content=request.payload if request.payload is not None else request.body(),
-                extensions=extensions,
-            )
             try:
-                response = await self._client.send(built, stream=True)
+                response = await self._client.open_stream(
+                    request.method,
+                    url,
+                    headers=headers,
+                    # Bytes in hand go with a length, in the head's write; else streamed, chunked.
+                    content=request.payload if request.payload is not None else request.body(),
+                    sni_hostname=sni_hostname,
+                )
             except httpx.ConnectError:
                 if index + 1 < len(addresses):
                     continue  # the name has another checked address: try it

@@ -7,7 +7,6 @@ import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -16,9 +15,11 @@ import pytest
 from inference_club.domain.callback_url import parse_callback_url
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
+from inference_club.domain.providers import ProviderState
+from inference_club.netpool import PooledClient
 from inference_club.services.callback_policy import CallbackPolicy
 from inference_club.services.transports import direct as direct_module
-from inference_club.services.transports.base import TransportUnavailable
+from inference_club.services.transports.base import TransportUnavailable, UpstreamRequest
 from inference_club.services.transports.direct import DirectTransport
 from tests.unit.services.hub_rig import Rig, hub_rig
 
@@ -60,13 +61,14 @@ async def test_a_body_in_hand_goes_with_its_length_not_chunked(
     assert provider is not None
     transport = direct(rig)
     sent: list[httpx.Request] = []
-    real_send = transport._client.send
+    pool = transport._client._transport
+    real_send = pool.handle_async_request
 
-    async def recording_send(request: httpx.Request, **options: Any) -> httpx.Response:
+    async def recording_send(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        return await real_send(request, **options)
+        return await real_send(request)
 
-    monkeypatch.setattr(transport._client, "send", recording_send)
+    monkeypatch.setattr(pool, "handle_async_request", recording_send)
     request = rig.request(EMBEDDINGS, "fake-embed")
     assert request.payload is not None
     response = await transport.send(provider, request)
@@ -78,6 +80,54 @@ async def test_a_body_in_hand_goes_with_its_length_not_chunked(
     [built] = sent
     assert built.headers["content-length"] == str(len(request.payload))
     assert "transfer-encoding" not in built.headers
+
+
+async def test_an_https_agent_is_called_at_its_checked_address_under_its_own_name() -> None:
+    sent: list[httpx.Request] = []
+
+    def agent(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    async def resolver(host: str, _port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    provider = ProviderState(
+        id="prov_x",
+        user_id="u",
+        name="rig",
+        transport="direct",
+        callback_url="https://agent.example:8443/base",
+        visibility="private",
+        agent_secret="s3cret",
+        services=[],
+        last_seen=0.0,
+        created=0,
+    )
+    request = UpstreamRequest(
+        service_type="llm",
+        model="m",
+        method="POST",
+        path="/v1/chat/completions",
+        headers={"content-type": "application/json"},
+        body=_no_body,
+        request_id="req_1",
+        payload=b"{}",
+    )
+    async with PooledClient(transport=httpx.MockTransport(agent)) as client:
+        transport = DirectTransport(client, CallbackPolicy(resolver=resolver))
+        response = await transport.send(provider, request)
+        await response.aclose()
+    [call] = sent
+    assert str(call.url) == "https://127.0.0.1:8443/base/relay/llm/v1/chat/completions"
+    assert call.extensions["sni_hostname"] == "agent.example"  # the certificate is checked for it
+    assert call.headers["host"] == "agent.example:8443" and call.headers["x-ic-agent-secret"] == "s3cret"
+    assert call.content == b"{}" and response.status == 200
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 async def test_a_wrong_agent_secret_is_the_agents_own_refusal(rig: Rig) -> None:
@@ -112,7 +162,7 @@ async def test_agent_urls_are_built_once_and_their_memory_stays_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(direct_module, "_CACHED_URLS", 3)
-    async with httpx.AsyncClient() as client:
+    async with PooledClient() as client:
         transport = DirectTransport(client, CallbackPolicy())
         target = parse_callback_url("http://agent.example:8123/base")
         address = ipaddress.ip_address("10.0.0.7")

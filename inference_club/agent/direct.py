@@ -20,7 +20,6 @@ message stream carries the request body and the disconnect notice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import math
@@ -130,41 +129,29 @@ class DirectApp:
         hub_path: str,
         headers: dict[str, str],
     ) -> None:
-        body: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_BODY_QUEUE_CHUNKS)
-        gone = asyncio.Event()
-
-        async def read_messages() -> None:
-            # The only reader of `receive`: body chunks to the queue, then wait for
-            # the disconnect notice (which also comes once the response is complete).
-            more = True
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-                if message["type"] == "http.request" and more:
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        await body.put(chunk)
-                    more = bool(message.get("more_body", False))
-                    if not more:
-                        await body.put(None)
-
-        async def body_chunks() -> AsyncIterator[bytes]:
-            while (chunk := await body.get()) is not None:
-                yield chunk
-
+        request_id = headers.get("x-request-id", "-")
+        watch: _HubWatch | None = None
         response_started = False
-
-        async def pump() -> None:
-            nonlocal response_started
+        try:
+            first = await receive()
+            if first["type"] != "http.request":
+                return  # the hub left before its body came
+            chunk: bytes = first.get("body", b"")
+            body: bytes | AsyncIterator[bytes] = chunk
+            queue: asyncio.Queue[bytes | None] | None = None
+            if first.get("more_body", False):  # the rest follows: streamed to the engine as it comes
+                queue = asyncio.Queue(maxsize=_BODY_QUEUE_CHUNKS)
+                if chunk:
+                    queue.put_nowait(chunk)
+                body = _queued(queue)
+            watch = _HubWatch(receive, queue)
             response = await self.relay.open(
                 service_type=service_type,
                 model=model,
                 method=scope["method"],
                 path=hub_path,
                 headers=headers,
-                body=body_chunks(),
+                body=body,
             )
             async with response:
                 response_started = True
@@ -177,51 +164,82 @@ class DirectApp:
                 )
                 async for chunk in response.aiter_bytes():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.finishing = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        pump_task = asyncio.create_task(pump())
-        reader_task = asyncio.create_task(read_messages())
-        gone_task = asyncio.create_task(gone.wait())
-        request_id = headers.get("x-request-id", "-")
-        try:
-            await asyncio.wait({pump_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
-            if not pump_task.done():
-                log.info(
-                    "the hub went away: aborting %s %s (request_id=%s)",
-                    scope["method"],
-                    hub_path,
-                    request_id,
-                )
         except asyncio.CancelledError:
-            # Only the server cancels this task: shutdown ran out of grace. Abort the
-            # engine request and end here rather than bubble up as an app crash.
+            if watch is not None and watch.absorb():
+                log.info(
+                    "the hub went away: aborting %s %s (request_id=%s)", scope["method"], hub_path, request_id
+                )
+                return
+            # Else only the server cancels this task: shutdown ran out of grace. The
+            # engine request is aborted; end here rather than bubble up as an app crash.
             log.warning(
                 "shutting down: aborting %s %s (request_id=%s)", scope["method"], hub_path, request_id
             )
-            cancelled = True
-        else:
-            cancelled = False
-        finally:
-            for task in (pump_task, reader_task, gone_task):
-                if not task.done():
-                    task.cancel()
-            for task in (pump_task, reader_task, gone_task):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if cancelled:
             if not response_started:
                 await _send_relay_error(
                     send, 502, "upstream_error", "the agent is shutting down; try another provider"
                 )
-            return
-        exc = pump_task.exception() if not pump_task.cancelled() else None
-        if isinstance(exc, RelayStreamError):
+        except RelayStreamError as exc:
             # Status and headers are out: end without completing the response so the
             # hub sees a truncated answer, not a complete one.
             log.warning("%s (request_id=%s)", exc, request_id)
-            return
-        if exc is not None:
-            raise exc
+        finally:
+            if watch is not None:
+                watch.stop()
+
+
+class _HubWatch:
+    """The one reader of ``receive`` once a relay started: the rest of the body goes to
+    ``queue``, and ``http.disconnect`` (the hub went away) cancels the request's task,
+    which aborts the engine request even while the engine is silent."""
+
+    def __init__(self, receive: Receive, queue: asyncio.Queue[bytes | None] | None) -> None:
+        owner = asyncio.current_task()
+        assert owner is not None, "a _HubWatch runs inside the request's task"
+        self._owner = owner
+        self._receive = receive
+        self._queue = queue
+        self.fired = False
+        self.finishing = False
+        """Set just before the answer completes: the disconnect notice that follows is not the hub leaving."""
+        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        queue = self._queue
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+            if queue is not None and message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    await queue.put(chunk)
+                if not message.get("more_body", False):
+                    await queue.put(None)
+                    queue = None
+        if self._task is not None and not self.finishing:
+            self.fired = True
+            self._owner.cancel()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancellation undone) when the hub's leaving caused it."""
+        self.stop()
+        if not self.fired:
+            return False
+        self._owner.uncancel()
+        return True
+
+
+async def _queued(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while (chunk := await queue.get()) is not None:
+        yield chunk
 
 
 class DirectServer:

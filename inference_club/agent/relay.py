@@ -286,13 +286,14 @@ class Relay:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[bytes] | bytes,
     ) -> RelayResponse:
         """Send one request to the engine serving (service_type, model).
 
         ``path`` is the hub's path, starting with ``/v1/``, with the query string if
         any (``/v1/audio/voices?model=x``). ``headers`` are the caller's, with
         lower- or mixed-case names; hop-by-hop and hub headers are not forwarded.
+        ``body``: bytes when it is all in hand, else its chunks as they come.
         Returns once the engine has answered with its status and headers.
         """
         started_at = time.monotonic()
@@ -320,7 +321,8 @@ class Relay:
             )
         fields["service"] = f"{service_type}#{service.index}"
         if service.adapter is not None:
-            return await self._native(service, method, model, path, headers, body, fields, started_at)
+            chunks = _just(body) if isinstance(body, bytes) else body
+            return await self._native(service, method, model, path, headers, chunks, fields, started_at)
         url = service.engine.request_url(path)
         out_headers = _forward_headers(headers)
         out_headers.update(service.engine.auth_headers())
@@ -482,15 +484,17 @@ def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 
 
 async def _request_content(
-    method: str, headers: Mapping[str, str], body: AsyncIterator[bytes]
+    method: str, headers: Mapping[str, str], body: AsyncIterator[bytes] | bytes
 ) -> AsyncIterator[bytes] | bytes | None:
     """What httpx should send as the request body.
 
-    With a Content-Length the body streams as is. Without one, the first chunk is
-    awaited: an empty body is sent as no body at all (a GET must not turn chunked),
-    anything else streams chunked.
+    Bytes in hand go with their length. With a Content-Length the body streams as is.
+    Without one, the first chunk is awaited: an empty body is sent as no body at all (a
+    GET must not turn chunked), anything else streams chunked.
     """
     length = _header(headers, "content-length")
+    if isinstance(body, bytes):
+        return body or (None if method in _BODYLESS_METHODS or length is None else b"")
     if length is not None and length.strip() != "0":
         return body
     first = b""
@@ -501,6 +505,11 @@ async def _request_content(
     if not first:
         return None if method in _BODYLESS_METHODS or length is None else b""
     return _chain(first, body)
+
+
+async def _just(body: bytes) -> AsyncIterator[bytes]:
+    if body:
+        yield body
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

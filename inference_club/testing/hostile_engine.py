@@ -321,8 +321,8 @@ class HostileAgentRelay(Relay):
         super().__init__(honest.catalog, honest.client)
         self.attack = attack or Attack(answer="json")
 
-    async def open(self, *, body: AsyncIterator[bytes], **request: Any) -> RelayResponse:
-        received = b"".join([chunk async for chunk in body])
+    async def open(self, *, body: AsyncIterator[bytes] | bytes, **request: Any) -> RelayResponse:
+        received = body if isinstance(body, bytes) else b"".join([chunk async for chunk in body])
         attack = HostileEngine(self.attack)._attack_for(received)
         answer = _answer(str(request.get("path", "")), replace(attack, answer="json"))
         headers = list(attack.headers) or [("content-type", answer.content_type)]

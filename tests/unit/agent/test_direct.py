@@ -96,6 +96,30 @@ async def test_relays_with_the_current_secret_and_accepts_rotation(
     assert len(stub.requests) == 3
 
 
+async def test_a_body_whole_or_in_pieces_reaches_the_engine_as_sent(
+    agent: tuple[DirectServer, Relay], engine_stub: tuple[EngineStub, str]
+) -> None:
+    server, _ = agent
+    stub, _ = engine_stub
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for part in (b'{"model":', b' "m1", ', '"input": "été"}'.encode()):
+            yield part
+            await asyncio.sleep(0.05)  # each its own chunk on the wire
+
+    async with httpx.AsyncClient(base_url=server.callback_url or "") as client:
+        whole = await client.post("/relay/llm/v1/embeddings", headers=hdrs(), content=b'{"model":"m1"}')
+        streamed = await client.post("/relay/llm/v1/embeddings", headers=hdrs(), content=pieces())
+        empty = await client.get("/relay/tts/v1/audio/voices?model=voice", headers=hdrs("voice"))
+    assert whole.status_code == streamed.status_code == empty.status_code == 200
+    first, second, third = stub.requests
+    assert first["body"] == b'{"model":"m1"}' and first["headers"]["content-length"] == "14"
+    assert second["body"] == '{"model": "m1", "input": "été"}'.encode()
+    assert second["headers"]["transfer-encoding"] == "chunked"
+    assert third["body"] == b"" and "content-length" not in third["headers"]
+    assert "transfer-encoding" not in third["headers"]
+
+
 async def test_no_secret_yet_refuses_everything(engine_stub: tuple[EngineStub, str]) -> None:
     _, base = engine_stub
     config = make_config([{"type": "llm", "url": f"{base}/v1", "models": [{"id": "m1"}]}])

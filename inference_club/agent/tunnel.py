@@ -461,7 +461,8 @@ class TunnelClient:
                     method=head.method,
                     path=head.path,
                     headers=headers,
-                    body=_body(stream),
+                    # Nearly always here already: it came in the OPEN's message.
+                    body=whole if (whole := stream.take_whole_body()) is not None else _body(stream),
                 )
             except StreamReset:
                 return

@@ -224,6 +224,16 @@ class Stream:
         """:meth:`read` would answer without waiting (bytes, the end or an error are here)."""
         return bool(self._chunks) or self._remote_ended or self._error is not None
 
+    def take_whole_body(self) -> bytes | None:
+        """All the body, when its end has already arrived (a request sent with its ``OPEN``
+        does), else None and nothing is taken: read it with :meth:`read` then."""
+        if not self._remote_ended or self._error is not None:
+            return None
+        body = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        return body
+
     async def read(self) -> bytes | None:
         """The body bytes received so far, or None at the end. Raises :class:`StreamReset`.
 

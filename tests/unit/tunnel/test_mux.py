@@ -145,7 +145,8 @@ async def test_a_whole_body_leaves_with_its_open_in_one_message() -> None:
         assert stream.send_whole_body(b'{"model":"m"}')
         assert stream.local_ended
         (agent_side,) = await pair.accepted()
-        assert await read_all(agent_side) == b'{"model":"m"}'
+        assert agent_side.take_whole_body() == b'{"model":"m"}'  # here with the OPEN: no read
+        assert agent_side.buffered == 0 and await agent_side.read() is None
         [message] = pair.hub_link.sent[before:]
         opened, body = decode_frames(message)
         assert (opened.type, body.type, body.payload) == (FrameType.OPEN, FrameType.DATA, b'{"model":"m"}')
@@ -163,10 +164,22 @@ async def test_a_whole_body_that_would_wait_is_left_to_write() -> None:
         assert stream.send_whole_body(b"z" * 12)  # exactly what is left of the credit
         assert not stream.send_whole_body(b"")  # ended already
         (agent_side,) = await pair.accepted()
-        assert await read_all(agent_side) == b"y" * 4 + b"z" * 12
+        await eventually(lambda: agent_side.remote_ended)
+        assert agent_side.take_whole_body() == b"y" * 4 + b"z" * 12  # in two frames, taken as one
         failed = open_request(pair.hub)
         failed.reset(ResetCode.CANCEL, "gone")
         assert not failed.send_whole_body(b"{}")
+
+
+async def test_a_body_still_arriving_is_not_taken_whole() -> None:
+    async with running_pair() as pair:
+        stream = open_request(pair.hub)
+        await stream.write(b"first part")
+        (agent_side,) = await pair.accepted()
+        await eventually(lambda: agent_side.buffered == 10)
+        assert agent_side.take_whole_body() is None  # no end yet: nothing taken
+        stream.end()
+        assert await read_all(agent_side) == b"first part"
 
 
 async def test_large_writes_are_split_into_bounded_frames() -> None:

@@ -52,7 +52,7 @@ async def _wait(
     if timeout is None:
         await future
         return
-    handle = asyncio.get_running_loop().call_later(timeout, _expire, future, error, message)
+    handle = future.get_loop().call_later(timeout, _expire, future, error, message)
     try:
         await future
     finally:
@@ -65,6 +65,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, key: tuple[str, int]) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop  # set when connected
         self.closed = False
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
@@ -88,6 +89,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -123,7 +126,7 @@ class _Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     def pause_writing(self) -> None:
-        self._drain = asyncio.get_running_loop().create_future()
+        self._drain = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self._drain is not None and not self._drain.done():
@@ -189,10 +192,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     async def send(self, request: httpx.Request, write_timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._headers = []
-        self._head = loop.create_future()
+        self._head = self.loop.create_future()
         self._chunks.clear()
         self._buffered = 0
         self._complete = False
@@ -245,7 +247,7 @@ class _Connection(asyncio.Protocol):
         if timeout is None:
             status = await head
         else:
-            handle = asyncio.get_running_loop().call_later(
+            handle = self.loop.call_later(
                 timeout, _expire, head, httpx.ReadTimeout, "timed out waiting for the response head"
             )
             try:
@@ -264,7 +266,7 @@ class _Connection(asyncio.Protocol):
                 raise self._error
             if self.closed:
                 raise httpx.ReadError("the connection closed")
-            self._wake = asyncio.get_running_loop().create_future()
+            self._wake = self.loop.create_future()
             try:
                 if quiet is None:
                     await self._wake
@@ -329,7 +331,11 @@ class _Body(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         ended = False
         # One timer for the whole body, not one per chunk.
-        quiet = None if self._timeout is None else QuietTimer(self._timeout, self._conn.time_out_read)
+        quiet = (
+            None
+            if self._timeout is None
+            else QuietTimer(self._timeout, self._conn.time_out_read, self._conn.loop)
+        )
         try:
             while (chunk := await self._conn.read(quiet)) is not None:
                 yield chunk

@@ -56,8 +56,11 @@ class QuietTimer:
 
     __slots__ = ("_expire", "_handle", "_loop", "_since", "_timeout", "expired")
 
-    def __init__(self, timeout_s: float, expire: Callable[[], None]) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(
+        self, timeout_s: float, expire: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        # Callers that hold their loop pass it: on Python 3.11 each lookup is a getpid() call.
+        self._loop = loop or asyncio.get_running_loop()
         self._timeout = timeout_s
         self._expire = expire
         self._since: float | None = None  # when the current wait began; None between waits

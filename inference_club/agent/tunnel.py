@@ -433,7 +433,7 @@ class TunnelClient:
         except ProtocolError as exc:
             stream.reset(ResetCode.INTERNAL, f"bad request head: {exc}")
             return
-        task = asyncio.create_task(self._serve(stream, head), name=f"agent-tunnel-stream-{stream.id}")
+        task = stream.loop.create_task(self._serve(stream, head), name=f"agent-tunnel-stream-{stream.id}")
         self._handlers[stream.id] = task
         task.add_done_callback(lambda _: self._handlers.pop(stream.id, None))
 

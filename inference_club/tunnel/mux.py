@@ -120,7 +120,7 @@ class Stream:
         self._remote_ended = False
         self._local_ended = False
         self._error: StreamReset | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = mux.loop
         # The one reader's wait, when it waits: a bare future costs less than an Event per chunk.
         self._reader: asyncio.Future[None] | None = None
         self.head: asyncio.Future[Frame] = self._loop.create_future()
@@ -135,6 +135,10 @@ class Stream:
     @property
     def failed(self) -> StreamReset | None:
         return self._error
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     @property
     def remote_ended(self) -> bool:
@@ -362,7 +366,9 @@ class Mux:
         self._control: deque[bytes] = deque()
         self._data: deque[bytes] = deque()
         self._queued_data = 0
-        self._wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        """Kept: on Python 3.11 every ``get_running_loop()`` is a ``getpid()`` system call."""
+        self._writer_wait: asyncio.Future[None] | None = None  # the writer's, while nothing is queued
         self._writer_idle = asyncio.Event()
         self._writer_idle.set()
         self._room_free = asyncio.Event()
@@ -486,8 +492,11 @@ class Mux:
         while True:
             if not (self._control or self._data):
                 self._writer_idle.set()
-                self._wake.clear()
-                await self._wake.wait()
+                self._writer_wait = self.loop.create_future()
+                try:
+                    await self._writer_wait
+                finally:
+                    self._writer_wait = None
                 continue
             self._writer_idle.clear()
             if self.batch_size and self.messages_sent:
@@ -664,7 +673,7 @@ class Mux:
             self._close_requested.set()
             return
         self._control.append(self._check_size(frame))
-        self._wake.set()
+        self._wake_writer()
 
     def _enqueue_data(self, frame: Frame) -> None:
         if self.closed:
@@ -674,7 +683,12 @@ class Mux:
         self._queued_data += len(data)
         if self._queued_data >= MAX_QUEUED_DATA:
             self._room_free.clear()
-        self._wake.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._writer_wait
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _room(self) -> None:
         while self._queued_data >= MAX_QUEUED_DATA and not self.closed:

@@ -77,6 +77,7 @@ class TunnelResponse:
         quiet = QuietTimer(
             self._read_timeout_s,
             lambda: stream.reset(ResetCode.CANCEL, "the hub stopped waiting for the answer"),
+            stream.loop,
         )
         try:
             while True:
@@ -200,9 +201,13 @@ class TunnelTransport:
         raise TransportUnavailable(f"every tunnel of provider {provider.name!r} is full or closing")
 
     async def _wait_head(self, stream: Stream, body_task: asyncio.Task[BaseException | None] | None) -> Frame:
-        async with asyncio.timeout(self.upstream_timeout_s):
-            if body_task is None:  # the whole body left with the head
+        if body_task is None:  # the whole body left with the head: one timer, on the head itself
+            timer = stream.loop.call_later(self.upstream_timeout_s, _time_out, stream.head)
+            try:
                 return await stream.head
+            finally:
+                timer.cancel()
+        async with asyncio.timeout(self.upstream_timeout_s):
             waiters: set[asyncio.Future[Any]] = {stream.head, body_task}
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if stream.head not in done:
@@ -222,6 +227,11 @@ class TunnelTransport:
 
     async def aclose(self) -> None:
         await self.server.aclose()
+
+
+def _time_out(head: asyncio.Future[Frame]) -> None:
+    if not head.done():
+        head.set_exception(TimeoutError())
 
 
 async def _pump_body(stream: Stream, body: BodyFactory) -> BaseException | None:

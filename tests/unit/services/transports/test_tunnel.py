@@ -198,6 +198,20 @@ async def test_no_head_within_the_upstream_timeout_is_a_timeout(
     await eventually(lambda: len(agent.resets) == 1)
 
 
+async def test_no_head_for_a_body_sent_with_its_open_is_a_timeout_too(
+    built: Built, agents: list[FakeAgent]
+) -> None:
+    async def silent(req: Request) -> None:
+        await read_body(req.stream)
+
+    agent, provider = await connect(built, agents, handler=silent)
+    whole = dataclasses.replace(request(), payload=b'{"model":"emb"}')
+    with pytest.raises(TransportTimeout, match=r"did not answer within 0\.2s"):
+        await transport(built, upstream_timeout_s=0.2).send(provider, whole)
+    await eventually(lambda: len(agent.resets) == 1)
+    assert built.hub.tunnels.stats().streams == 0
+
+
 async def test_silence_in_the_body_is_a_timeout_and_resets_the_stream(
     built: Built, agents: list[FakeAgent]
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from inference_club.fdlimit import raise_open_file_limit
+from inference_club.heap import settle_heap
 from inference_club.redact import install_log_redaction
 from inference_club.telemetry.logformat import LOG_FORMATS, configure_logging
 
@@ -243,6 +244,7 @@ def read_key_file(path: Path) -> str:
 def _run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
     """uvloop where it is installed (it ships with uvicorn[standard]): less CPU per relayed request."""
     raise_open_file_limit()  # each relayed request holds a connection to its engine
+    settle_heap()  # the imported code and the configuration, out of the collector's walks
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS

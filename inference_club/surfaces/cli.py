@@ -110,6 +110,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the hub (migrates the database first; prints an admin key on first start)."""
     import uvicorn
 
+    from inference_club.heap import settle_heap
     from inference_club.surfaces.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
@@ -130,8 +131,10 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     _run_with_invites(settings, prepare)
     click.echo(f"inference-club {__version__} serving on http://{settings.host}:{settings.port}", err=True)
+    app = create_app(settings)
+    settle_heap()  # what startup built, out of the collector's walks
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

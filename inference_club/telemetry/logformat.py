@@ -56,6 +56,19 @@ class TextFormatter(logging.Formatter):
             self._second = second
         return f"{self._second_text},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        """As :class:`logging.Formatter` would with this format; a record with no exception
+        or stack (every access line) skips its generic steps."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        line = f"{record.asctime} {record.levelname} {record.name} {record.message}"
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
+        return line
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         fields = _fields(record)

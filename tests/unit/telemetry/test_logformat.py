@@ -97,3 +97,18 @@ def test_text_time_is_the_default_format_however_it_is_cached() -> None:
         made.created, made.msecs = created, (created - int(created)) * 1000
         assert formatter.formatTime(made) == reference.formatTime(made)
     assert formatter.formatTime(made, "%Y") == reference.formatTime(made, "%Y")
+
+
+def test_text_lines_are_the_standard_formats_whichever_way_they_are_made() -> None:
+    formatter = TextFormatter()
+    reference = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    reference.formatTime = formatter.formatTime  # type: ignore[method-assign]
+    plain = logging.LogRecord("inference_club.x", logging.WARNING, __file__, 1, "%s of %d", ("two", 3), None)
+    assert formatter.format(plain) == reference.format(plain) == formatter.format(plain)
+    assert formatter.format(plain).endswith("WARNING inference_club.x two of 3")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = record("failed", fields={"status": 500}, exc_info=sys.exc_info())
+    text = formatter.format(failed)  # the exception takes the generic way, fields included
+    assert "failed status=500\nTraceback" in text and text.endswith("ValueError: boom")

@@ -471,8 +471,10 @@ class RelayExecutor(Executor):
         # Recorded before any await: a cancelled call may not get to run another step.
         record.latency_ms = (time.monotonic() - attempt.started) * 1000
         self.usage.record(record)
-        with anyio.CancelScope(shield=True):
-            await attempt.close(failed=failed)
+        # No shield: what cancels a call here is a plain Task.cancel() (the client left, the
+        # server stops), which anyio's shield does not hold off. A close does what matters
+        # (slot, stream, connection) before its first wait, so a cancel there loses nothing.
+        await attempt.close(failed=failed)
 
     async def _relay(
         self,

@@ -103,12 +103,15 @@ class TunnelResponse:
         if self._closed:
             return
         self._closed = True
+        # Everything before the one wait: a cancel that lands there leaves nothing undone.
         if self._body_task is not None:
-            await cancel_task(self._body_task)
+            self._body_task.cancel()
         stream = self._stream
         if stream.failed is None and not stream.remote_ended:
             stream.reset(ResetCode.CANCEL, "the client went away")
         self._on_done(stream)
+        if self._body_task is not None:
+            await cancel_task(self._body_task)
 
 
 class TunnelTransport:

@@ -6,6 +6,7 @@ the body, the least-loaded tunnel chosen, and the relay used only without a loca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -210,6 +211,29 @@ async def test_no_head_for_a_body_sent_with_its_open_is_a_timeout_too(
         await transport(built, upstream_timeout_s=0.2).send(provider, whole)
     await eventually(lambda: len(agent.resets) == 1)
     assert built.hub.tunnels.stats().streams == 0
+
+
+async def test_a_close_cancelled_while_it_waits_has_already_freed_the_stream(
+    built: Built, agents: list[FakeAgent]
+) -> None:
+    async def answers_at_once(req: Request) -> None:
+        req.stream.send_head(ResponseHead(200, []).to_frame(req.stream.id))
+
+    async def endless_upload() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.Event().wait()  # the rest never comes
+        yield b""
+
+    agent, provider = await connect(built, agents, handler=answers_at_once)
+    upload = dataclasses.replace(request(), body=endless_upload)
+    response = await transport(built).send(provider, upload)  # the body is still being sent
+    closing = asyncio.ensure_future(response.aclose())
+    await asyncio.sleep(0)  # in its wait for the body's task...
+    closing.cancel()  # ...the caller is cancelled (its client left)
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    assert built.hub.tunnels.stats().streams == 0
+    await eventually(lambda: len(agent.resets) == 1)  # the agent was told at once
 
 
 async def test_silence_in_the_body_is_a_timeout_and_resets_the_stream(

@@ -42,6 +42,42 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, again_after_s: float = 1.0
         await task
 
 
+class OwnerWatch:
+    """A watcher task that cancels its owner, the task that made it, when :meth:`_until`
+    says so (a client or the hub went away). The owner then asks :meth:`absorb` whether a
+    ``CancelledError`` it caught came from here, and stops the watch when done with it.
+    """
+
+    def __init__(self) -> None:
+        owner = asyncio.current_task()
+        assert owner is not None, "an OwnerWatch runs inside the task it watches for"
+        self._owner = owner
+        self.fired = False
+        self._task: asyncio.Task[None] | None = owner.get_loop().create_task(self._run())
+
+    async def _until(self) -> bool:
+        """Return True to cancel the owner (False: end quietly)."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        if await self._until() and self._task is not None:  # not stopped meanwhile
+            self.fired = True
+            self._owner.cancel()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancellation undone) when this watch caused it."""
+        self.stop()
+        if not self.fired:
+            return False
+        self._owner.uncancel()
+        return True
+
+
 class QuietTimer:
     """Calls ``expire`` once a single wait has lasted ``timeout_s``: a read timeout for a loop of reads.
 

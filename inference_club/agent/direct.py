@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from ..waiting import OwnerWatch
 from .listener import BackgroundServer, bind_listening_socket
 from .relay import Relay, RelayStreamError, agent_error_response
 
@@ -190,23 +191,19 @@ class DirectApp:
                 watch.stop()
 
 
-class _HubWatch:
+class _HubWatch(OwnerWatch):
     """The one reader of ``receive`` once a relay started: the rest of the body goes to
     ``queue``, and ``http.disconnect`` (the hub went away) cancels the request's task,
     which aborts the engine request even while the engine is silent."""
 
     def __init__(self, receive: Receive, queue: asyncio.Queue[bytes | None] | None) -> None:
-        owner = asyncio.current_task()
-        assert owner is not None, "a _HubWatch runs inside the request's task"
-        self._owner = owner
         self._receive = receive
         self._queue = queue
-        self.fired = False
         self.finishing = False
         """Set just before the answer completes: the disconnect notice that follows is not the hub leaving."""
-        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+        super().__init__()
 
-    async def _watch(self) -> None:
+    async def _until(self) -> bool:
         queue = self._queue
         while True:
             message = await self._receive()
@@ -219,22 +216,7 @@ class _HubWatch:
                 if not message.get("more_body", False):
                     await queue.put(None)
                     queue = None
-        if self._task is not None and not self.finishing:
-            self.fired = True
-            self._owner.cancel()
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def absorb(self) -> bool:
-        """After a CancelledError: True (and the cancellation undone) when the hub's leaving caused it."""
-        self.stop()
-        if not self.fired:
-            return False
-        self._owner.uncancel()
-        return True
+        return not self.finishing
 
 
 async def _queued(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:

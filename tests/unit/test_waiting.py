@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from inference_club.waiting import QuietTimer, cancel_and_wait, wait_event
+from inference_club.waiting import OwnerWatch, QuietTimer, cancel_and_wait, wait_event
 
 
 async def test_it_says_whether_the_event_was_set() -> None:
@@ -99,3 +99,62 @@ async def test_a_cancelled_quiet_timer_never_fires() -> None:
     quiet.cancel()
     await asyncio.sleep(0.1)
     assert expired == [] and not quiet.expired
+
+
+class _Fires(OwnerWatch):
+    def __init__(self, signal: asyncio.Event, *, cancel: bool = True) -> None:
+        self._signal = signal
+        self._cancel = cancel
+        super().__init__()
+
+    async def _until(self) -> bool:
+        await self._signal.wait()
+        return self._cancel
+
+
+async def test_an_owner_watch_cancels_its_owner_and_owns_up_to_it() -> None:
+    signal = asyncio.Event()
+
+    async def owner() -> str:
+        watch = _Fires(signal)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "absorbed" if watch.absorb() else "not mine"
+        return "slept"
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)
+    signal.set()
+    assert await task == "absorbed" and not task.cancelled()
+
+
+async def test_an_owner_watch_stopped_or_declining_cancels_nothing() -> None:
+    signal = asyncio.Event()
+
+    async def owner(cancel: bool, stop_first: bool) -> str:
+        watch = _Fires(signal, cancel=cancel)
+        if stop_first:
+            watch.stop()
+        await asyncio.sleep(0.05)
+        assert not watch.absorb()
+        return "done"
+
+    runs = [asyncio.create_task(owner(False, False)), asyncio.create_task(owner(True, True))]
+    await asyncio.sleep(0)
+    signal.set()
+    assert await asyncio.gather(*runs) == ["done", "done"]
+
+    async def cancelled_by_another() -> None:
+        watch = _Fires(asyncio.Event())
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            assert not watch.absorb()  # not this watch's doing: the cancel goes on
+            raise
+
+    other = asyncio.create_task(cancelled_by_another())
+    await asyncio.sleep(0)
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await other

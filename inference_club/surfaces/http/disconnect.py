@@ -18,36 +18,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from inference_club.waiting import OwnerWatch
 
-class DisconnectWatch:
+
+class DisconnectWatch(OwnerWatch):
     """One task reading the request's messages; on ``http.disconnect`` it cancels its owner."""
 
     def __init__(self, receive: Receive) -> None:
-        owner = asyncio.current_task()
-        assert owner is not None, "a DisconnectWatch runs inside the request's task"
-        self._owner = owner
         self._receive = receive
-        self.fired = False
-        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+        super().__init__()
 
-    async def _watch(self) -> None:
+    async def _until(self) -> bool:
         while (await self._receive())["type"] != "http.disconnect":
             pass
-        if self._task is not None:  # not stopped meanwhile
-            self.fired = True
-            self._owner.cancel()
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def absorb(self) -> bool:
-        """After a CancelledError: True (and the cancellation undone) when this watch caused it."""
-        self.stop()
-        if not self.fired:
-            return False
-        self._owner.uncancel()
         return True
 
 

@@ -15,12 +15,12 @@ import pytest
 from inference_club.domain.callback_url import parse_callback_url
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
-from inference_club.domain.providers import ProviderState
 from inference_club.netpool import PooledClient
 from inference_club.services.callback_policy import CallbackPolicy
 from inference_club.services.transports import direct as direct_module
 from inference_club.services.transports.base import TransportUnavailable, UpstreamRequest
 from inference_club.services.transports.direct import DirectTransport
+from tests.unit.domain.test_providers import state as provider_state
 from tests.unit.services.hub_rig import Rig, hub_rig
 
 EMBEDDINGS = BY_NAME["embeddings"]
@@ -92,18 +92,7 @@ async def test_an_https_agent_is_called_at_its_checked_address_under_its_own_nam
     async def resolver(host: str, _port: int) -> list[str]:
         return ["127.0.0.1"]
 
-    provider = ProviderState(
-        id="prov_x",
-        user_id="u",
-        name="rig",
-        transport="direct",
-        callback_url="https://agent.example:8443/base",
-        visibility="private",
-        agent_secret="s3cret",
-        services=[],
-        last_seen=0.0,
-        created=0,
-    )
+    provider = provider_state(callback_url="https://agent.example:8443/base", agent_secret="s3cret")
     request = UpstreamRequest(
         service_type="llm",
         model="m",

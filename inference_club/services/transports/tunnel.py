@@ -220,10 +220,13 @@ class TunnelTransport:
             return await stream.head
 
     async def _abandon(self, stream: Stream, body_task: asyncio.Task[Any] | None) -> None:
+        # Everything before the one wait: a cancel that lands there leaves nothing undone.
         if body_task is not None:
-            await cancel_task(body_task)
+            body_task.cancel()
         stream.reset(ResetCode.CANCEL, "the hub gave up on the request")
         self._done(stream)
+        if body_task is not None:
+            await cancel_task(body_task)
 
     def _done(self, stream: Stream) -> None:
         self.server.release(stream)

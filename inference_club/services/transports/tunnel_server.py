@@ -225,9 +225,9 @@ class TunnelServer:
             await mux.run()
         finally:
             self._detach(tunnel)
+            tunnel.closed.set()
             if tunnel._refresh is not None:
                 await cancel_task(tunnel._refresh)
-            tunnel.closed.set()
             log.info("tunnel %s of provider %s closed: %s", tunnel_id, provider.name, mux.close_reason or "-")
 
     async def _read_hello(self, link: Link) -> Hello | None:
@@ -346,11 +346,13 @@ def _close_unauthorized(tunnel: HubTunnel) -> None:
 
 
 async def cancel_task(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it, whatever it ends with."""
+    """Cancel ``task`` and wait for it, whatever it ends with. A cancel of the caller
+    while it waits goes on (``await task`` under a suppress would swallow it too)."""
     if not task.done():
         task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: how it ended is not the caller's failure
 
 
 async def _refuse(link: Link, code: int, reason: str, message: str) -> None:

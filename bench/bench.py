@@ -34,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from processes import (  # bench/ is a directory of scripts: the sibling module
@@ -647,18 +648,33 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    # A SIGTERM ends the run like Ctrl-C does, so the finally-blocks stop every child.
+HUB_PATHS = ("hub-direct", "hub-tunnel")
+
+
+def parse_hub_paths(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated hub paths of ``text`` (for the tools beside this one)."""
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in paths if p not in HUB_PATHS]
+    if bad:
+        parser.error(f"not a hub path: {', '.join(bad)}")
+    return paths
+
+
+def run_main(main: Coroutine[Any, Any, str]) -> str:
+    """Run ``main`` on uvloop where it is installed, as the hub and the agent run; a
+    SIGTERM ends it like Ctrl-C does, so the finally-blocks stop every child."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         import uvloop
-
-        runner: Callable[..., str] = uvloop.run
     except ImportError:
-        runner = asyncio.run
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
-        report = runner(run(args))
+        report = run_main(run(args))
     except KeyboardInterrupt:
         print("interrupted; every process started here was stopped", file=sys.stderr)
         sys.exit(130)

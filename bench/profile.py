@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,24 +247,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario: {', '.join(unknown)} (known: {', '.join(by_name)})")
     args.scenarios = [by_name[n] for n in names]
-    args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bad = [p for p in args.paths if p not in ("hub-direct", "hub-tunnel")]
-    if bad:
-        parser.error(f"not a hub path: {', '.join(bad)}")
+    args.paths = bench.parse_hub_paths(parser, args.paths)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, bench._interrupt)
-    runner: Callable[..., str]
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    report = runner(run(args))
+    report = bench.run_main(run(args))
     out = args.out_dir / f"{args.label}.md"
     out.write_text(report + "\n")
     print(report)

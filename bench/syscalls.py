@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -133,24 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.scenario not in by_name:
         parser.error(f"unknown scenario: {args.scenario} (known: {', '.join(by_name)})")
     args.scenario = by_name[args.scenario]
-    args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bad = [p for p in args.paths if p not in ("hub-direct", "hub-tunnel")]
-    if bad:
-        parser.error(f"not a hub path: {', '.join(bad)}")
+    args.paths = bench.parse_hub_paths(parser, args.paths)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, bench._interrupt)
-    runner: Callable[..., str]
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    print(runner(run(args)))
+    print(bench.run_main(run(parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self.written = 0
         self._writing = 0  # rows of the batch being written right now
+        # One flush at a time: a flush called while another writes waits for it, so that
+        # whatever was recorded before the call is in the database when it returns.
+        self._flushing = asyncio.Lock()
         self.on_record: Callable[[Usage], None] | None = None
         """Sees every row as it is recorded (the metrics count calls, latency and tokens)."""
 
@@ -104,19 +107,21 @@ class UsageRecorder:
         return len(self._buffer) + self._writing
 
     async def flush(self) -> int:
-        """Write the rows buffered when called; rows written (0 when the database is unavailable).
+        """Write the rows buffered when called (after a flush already writing, if any); rows
+        written (0 when the database is unavailable).
 
         Rows recorded while it writes wait for the next flush: under steady load, draining
         until empty would chase them with one small transaction (and one disk sync) after
         another, never leaving the loop.
         """
-        total = 0
-        due = len(self._buffer)
-        while True:
-            written = await self._flush_batch(min(due - total, _MAX_BATCH))
-            total += written
-            if written == 0 or total >= due:
-                return total
+        async with self._flushing:
+            total = 0
+            due = len(self._buffer)
+            while True:
+                written = await self._flush_batch(min(due - total, _MAX_BATCH))
+                total += written
+                if written == 0 or total >= due:
+                    return total
 
     async def _flush_batch(self, rows: int) -> int:
         batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), rows))]

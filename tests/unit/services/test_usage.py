@@ -93,6 +93,32 @@ async def test_rows_recorded_during_a_flush_wait_for_the_next_one(built: Built) 
     assert {r.request_id for r in await rows(built)} == {"before", "during-1"}
 
 
+async def test_a_flush_called_while_another_writes_returns_once_that_one_is_written(built: Built) -> None:
+    """The background flush may hold the buffer's rows in its transaction when someone
+    flushes to read them back: that flush must not return before they are written."""
+    recorder = built.hub.usage
+    insert = q.insert_usage
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_insert(session: object, *, rows: list[dict[str, object]]) -> None:
+        writing.set()
+        await release.wait()
+        await insert(session, rows=rows)  # type: ignore[arg-type]
+
+    recorder.record(usage(built, "in-flight"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "insert_usage", slow_insert)
+        background = asyncio.create_task(recorder.flush())
+        await writing.wait()  # its rows left the buffer, not yet written
+        reader = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0.05)
+        assert not reader.done()  # waits for the write in flight
+        release.set()
+        assert await background == 1
+        assert await reader == 0
+    assert [r.request_id for r in await rows(built)] == ["in-flight"]
+
+
 async def test_stop_also_writes_rows_recorded_during_its_flush(built: Built) -> None:
     recorder = built.hub.usage
     insert = q.insert_usage

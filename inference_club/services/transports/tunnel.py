@@ -204,20 +204,19 @@ class TunnelTransport:
         raise TransportUnavailable(f"every tunnel of provider {provider.name!r} is full or closing")
 
     async def _wait_head(self, stream: Stream, body_task: asyncio.Task[BaseException | None] | None) -> Frame:
-        if body_task is None:  # the whole body left with the head: one timer, on the head itself
-            timer = stream.loop.call_later(self.upstream_timeout_s, _time_out, stream.head)
-            try:
-                return await stream.head
-            finally:
-                timer.cancel()
-        async with asyncio.timeout(self.upstream_timeout_s):
-            waiters: set[asyncio.Future[Any]] = {stream.head, body_task}
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if stream.head not in done:
-                failure = body_task.result()
-                if failure is not None and not isinstance(failure, StreamReset):
-                    raise failure
+        # One timer on the head itself: when it fires the head fails with TimeoutError.
+        timer = stream.loop.call_later(self.upstream_timeout_s, _time_out, stream.head)
+        try:
+            if body_task is not None:  # the body is still being sent: its failure ends the wait too
+                waiters: set[asyncio.Future[Any]] = {stream.head, body_task}
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if stream.head not in done:
+                    failure = body_task.result()
+                    if failure is not None and not isinstance(failure, StreamReset):
+                        raise failure
             return await stream.head
+        finally:
+            timer.cancel()
 
     async def _abandon(self, stream: Stream, body_task: asyncio.Task[Any] | None) -> None:
         # Everything before the one wait: a cancel that lands there leaves nothing undone.

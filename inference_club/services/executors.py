@@ -55,13 +55,6 @@ _WHOLE_ANSWER = 64 * 1024
 """A non-streamed answer read ahead up to this many bytes before its status goes out."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Prefix:
-    """The start of a non-streamed answer longer than :data:`_WHOLE_ANSWER`; the rest streams."""
-
-    prefix: bytes
-
-
 @dataclass(slots=True)
 class Call:
     """One inference request, however it arrived (HTTP, job, batch item, workflow step)."""
@@ -428,18 +421,18 @@ class RelayExecutor(Executor):
             return StreamingResponse(
                 self._relay(call, attempt, record, chunks), status_code=status, headers=headers
             )
-        ahead = await self._read_ahead(call, attempt, record, chunks)
-        if isinstance(ahead, bytes):
-            return Response(ahead, status_code=status, headers=headers)
+        start, whole = await self._read_ahead(call, attempt, record, chunks)
+        if whole:
+            return Response(start, status_code=status, headers=headers)
         return StreamingResponse(
-            self._relay(call, attempt, record, chunks, ahead.prefix), status_code=status, headers=headers
+            self._relay(call, attempt, record, chunks, start), status_code=status, headers=headers
         )
 
     async def _read_ahead(
         self, call: Call, attempt: Attempt, record: Usage, chunks: AsyncIterator[bytes]
-    ) -> bytes | _Prefix:
-        """The whole answer (recorded, the attempt closed) if it ends within
-        :data:`_WHOLE_ANSWER` bytes, else what was read of it."""
+    ) -> tuple[bytes, bool]:
+        """``(answer, True)``, recorded and the attempt closed, if it ends within
+        :data:`_WHOLE_ANSWER` bytes; else ``(its start, False)``, the rest left to stream."""
         parts: list[bytes] = []
         size = 0
         try:
@@ -449,7 +442,7 @@ class RelayExecutor(Executor):
                 parts.append(chunk)
                 size += len(chunk)
                 if size >= _WHOLE_ANSWER:
-                    return _Prefix(b"".join(parts))
+                    return b"".join(parts), False
         except (TransportTimeout, TransportUnavailable, AnswerTooLarge) as exc:
             error = _unanswered(exc)
             record.error_type = error.type
@@ -457,15 +450,16 @@ class RelayExecutor(Executor):
             log.warning("answer from %s refused: %s", attempt.provider.name, error.message)
             await self._finish(attempt, record, failed=True)
             raise error from None
-        except asyncio.CancelledError:
-            record.error_type = "client_disconnected"
-            record.status_code = 499
-            await self._finish(attempt, record, failed=False)
+        except BaseException as exc:  # the client left, or a failure of the hub's own
+            left = isinstance(exc, asyncio.CancelledError)
+            record.error_type = "client_disconnected" if left else "server_error"
+            record.status_code = 499 if left else 500
+            await self._finish(attempt, record, failed=False)  # not the provider's doing
             raise
         body = b"".join(parts)
         record.set_tokens(token_counts.from_answer_tail(body, complete=True))
         await self._finish(attempt, record, failed=False)
-        return body
+        return body, True
 
     async def _finish(self, attempt: Attempt, record: Usage, *, failed: bool) -> None:
         # Recorded before any await: a cancelled call may not get to run another step.

@@ -63,18 +63,18 @@ class TextFormatter(logging.Formatter):
             return super().format(record)
         record.message = record.getMessage()
         record.asctime = self.formatTime(record)
-        line = f"{record.asctime} {record.levelname} {record.name} {record.message}"
-        fields = _fields(record)
-        if fields:
-            line += " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
-        return line
+        return _with_fields(f"{record.asctime} {record.levelname} {record.name} {record.message}", record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
-        fields = _fields(record)
-        if fields:
-            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
-        return line
+        return _with_fields(super().formatMessage(record), record)
+
+
+def _with_fields(line: str, record: logging.LogRecord) -> str:
+    """``line`` and the record's structured fields as ``key=value``."""
+    fields = _fields(record)
+    if fields:
+        line += " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
+    return line
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import shlex
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -649,6 +650,29 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 HUB_PATHS = ("hub-direct", "hub-tunnel")
+
+
+@contextlib.asynccontextmanager
+async def tool_run(prefix: str) -> AsyncIterator[tuple[Setup, list[httpx.AsyncClient]]]:
+    """For the tools beside this one: the bench's processes (started by path as asked)
+    and two load-generating clients; all stopped and closed when the block ends."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    procs = Processes(workdir)
+    setup = Setup(procs, install_litellm=False)
+    limits = httpx.Limits(
+        max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT
+    )
+    clients = [
+        httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0), limits=limits) for _ in range(2)
+    ]
+    try:
+        yield setup, clients
+    finally:
+        for client in clients:
+            await client.aclose()
+        await setup.aclose()
+        procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def parse_hub_paths(parser: argparse.ArgumentParser, text: str) -> list[str]:

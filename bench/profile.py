@@ -30,16 +30,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import processes
 import report
 
 import bench  # the sibling modules, whatever the working directory
@@ -142,25 +138,10 @@ def frames_table(title: str, stacks: Counter[tuple[str, ...]], n: int) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
-    workdir = Path(tempfile.mkdtemp(prefix="ic-profile-"))
-    procs = processes.Processes(workdir)
-    setup = bench.Setup(procs, install_litellm=False)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    clients: list[httpx.AsyncClient] = []
     sections: list[str] = []
-    try:
+    async with bench.tool_run("ic-profile-") as (setup, clients):
         targets = {name: await bench.PATHS[name][1](setup) for name in args.paths}
-        clients = [
-            httpx.AsyncClient(
-                trust_env=False,
-                timeout=httpx.Timeout(30.0),
-                limits=httpx.Limits(
-                    max_connections=bench.CONNECTIONS_PER_CLIENT,
-                    max_keepalive_connections=bench.CONNECTIONS_PER_CLIENT,
-                ),
-            )
-            for _ in range(2)
-        ]
         for scenario in args.scenarios:
             for name, target in targets.items():
                 stem = f"{args.label}-{scenario.name.replace(' ', '').replace('=', '')}-{name}"
@@ -203,12 +184,6 @@ async def run(args: argparse.Namespace) -> str:
                     stacks = read_collapsed(recorders[role][1].output)
                     sections += ["", frames_table(f"{role} (`{stem}-{role}.svg`)", stacks, args.top)]
                 sections.append("")
-    finally:
-        for client in clients:
-            await client.aclose()
-        await setup.aclose()
-        procs.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
     header = [
         f"## Profile `{args.label}`: {report.code_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",

@@ -27,13 +27,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import processes
 import report
 
 import bench  # the sibling modules, whatever the working directory
@@ -78,17 +74,15 @@ def stop_strace(tracer: subprocess.Popen[bytes], out: Path) -> dict[str, int]:
 
 
 async def run(args: argparse.Namespace) -> str:
-    workdir = Path(tempfile.mkdtemp(prefix="ic-syscalls-"))
-    procs = processes.Processes(workdir)
-    setup = bench.Setup(procs, install_litellm=False)
-    clients = [httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0)) for _ in range(2)]
     rows: list[str] = []
-    try:
+    async with bench.tool_run("ic-syscalls-") as (setup, clients):
         for name in args.paths:
             target = await bench.PATHS[name][1](setup)
             await bench.run_load(clients, target, args.scenario, requests=200, warmup=32, max_s=20)
             tracers = {
-                role: start_strace(target.procs[role].popen.pid, workdir / f"{name}-{role}.strace")
+                role: start_strace(
+                    target.procs[role].popen.pid, setup.procs.workdir / f"{name}-{role}.strace"
+                )
                 for role in ROLES
             }
             await asyncio.sleep(1.0)  # strace attaches before the measured phase
@@ -104,12 +98,6 @@ async def run(args: argparse.Namespace) -> str:
                     + ", ".join(f"{call} {count / done:.1f}" for call, count in top)
                     + " |"
                 )
-    finally:
-        for client in clients:
-            await client.aclose()
-        await setup.aclose()
-        procs.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
     return "\n".join(
         [
             f"System calls per request, {args.scenario.name} ({report.code_version()}):",

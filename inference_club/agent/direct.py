@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from ..http_server import HttpProtocol
 from ..waiting import OwnerWatch
 from .listener import BackgroundServer, bind_listening_socket
 from .relay import Relay, RelayStreamError, agent_error_response
@@ -278,6 +279,7 @@ class DirectServer:
             server_header=False,
             date_header=False,
             ws="none",
+            http=HttpProtocol,
             # longer than the hub's client keeps idle connections, so the hub closes
             # first and never sends a request on a connection being closed here
             timeout_keep_alive=75,

@@ -26,6 +26,7 @@ ALLOWED = {
     "inference_club.http1": "the lean HTTP/1.1 transport to engines, shared with the hub",
     "inference_club.fdlimit": "raising the open-file limit at start, as the hub does",
     "inference_club.heap": "freezing what startup built out of the collector's walks, as the hub does",
+    "inference_club.http_server": "uvicorn's HTTP protocol sending an answer's head with its body, as the hub's",
     "inference_club.waiting": "bounded event waits that keep a cancel (no wait_for), as the hub's",
 }
 

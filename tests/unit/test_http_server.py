@@ -1,0 +1,136 @@
+"""The hub's HTTP protocol: an answer's head leaves with its body, in one write."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+
+from inference_club.http_server import HttpProtocol
+from inference_club.testing.servers import serve_app
+
+
+class _Recording:
+    """The socket transport, with each write it is asked for kept."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _recording_protocol(seen: list[_Recording]) -> type[HttpProtocol]:
+    class RecordingProtocol(HttpProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            recording = _Recording(transport)
+            seen.append(recording)
+            super().connection_made(recording)  # type: ignore[arg-type]
+
+    return RecordingProtocol
+
+
+async def _whole(request: Request) -> Response:
+    return JSONResponse({"answer": "é" * 10})
+
+
+async def _slow_stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.05)  # the first chunk is not there when the head goes
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+async def _breaks(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+    raise RuntimeError("the app fails after its head")
+
+
+async def _echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(await websocket.receive_text())
+    await websocket.close()
+
+
+def _app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/whole", _whole),
+            Route("/stream", _slow_stream),
+            WebSocketRoute("/ws", _echo),
+        ]
+    )
+
+
+async def test_a_whole_answer_is_one_write_head_and_body() -> None:
+    seen: list[_Recording] = []
+    async with serve_app(_app(), http=_recording_protocol(seen)) as url, httpx.AsyncClient() as client:
+        for _ in range(2):  # and again on the kept-alive connection
+            response = await client.get(f"{url}/whole")
+            assert response.json() == {"answer": "é" * 10}
+    [connection] = seen
+    assert len(connection.writes) == 2
+    for write in connection.writes:
+        assert write.startswith(b"HTTP/1.1 200 OK\r\n") and write.endswith(response.content)
+
+
+async def test_a_head_whose_body_is_not_ready_leaves_alone_at_once() -> None:
+    seen: list[_Recording] = []
+    async with serve_app(_app(), http=_recording_protocol(seen)) as url, httpx.AsyncClient() as client:
+        async with client.stream("GET", f"{url}/stream") as response:
+            assert response.status_code == 200
+            [connection] = seen
+            # The status is in the client's hands while the body is still being made.
+            assert len(connection.writes) == 1
+            assert connection.writes[0].startswith(b"HTTP/1.1 200") and connection.writes[0].endswith(
+                b"\r\n\r\n"
+            )
+            body = await response.aread()
+    assert body == b"data: 1\n\ndata: 2\n\n"
+    assert len(connection.writes) == 4  # head, two chunks, the closing chunk
+
+
+async def test_a_held_head_still_leaves_when_the_app_fails_after_it() -> None:
+    async with serve_app(_breaks, http=HttpProtocol, lifespan="off") as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /breaks HTTP/1.1\r\nhost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            received = await reader.read()  # to the close
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.endswith(b"\r\n\r\n")  # the head whole, and nothing after it
+
+
+async def test_websockets_upgrade_through_it() -> None:
+    async with serve_app(_app(), http=HttpProtocol) as url:
+        async with connect(url.replace("http://", "ws://") + "/ws") as websocket:
+            await websocket.send("hello, ünïcode")
+            assert await websocket.recv() == "hello, ünïcode"
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_an_upload_is_read_as_before(method: str) -> None:
+    async def echo(request: Request) -> Response:
+        return Response(await request.body())
+
+    app = Starlette(routes=[Route("/echo", echo, methods=[method])])
+    async with serve_app(app, http=HttpProtocol) as url, httpx.AsyncClient() as client:
+        response = await client.request(method, f"{url}/echo", content=b"x" * 300_000)
+    assert response.content == b"x" * 300_000

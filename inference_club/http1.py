@@ -26,15 +26,15 @@ import asyncio
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import httptools
 import httpx
 
 from inference_club.waiting import QuietTimer
 
-__all__ = ["Http1Transport"]
+__all__ = ["Http1Transport", "LeanResponse", "request_fields"]
 
 _READ_HIGH_WATER = 256 * 1024  # received body bytes buffered before reading pauses
 _READ_LOW_WATER = 64 * 1024
@@ -191,7 +191,15 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def send(self, request: httpx.Request, write_timeout: float | None) -> None:
+    async def send(
+        self,
+        method: str,
+        target: bytes,
+        fields: Iterable[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes],
+        write_timeout: float | None,
+    ) -> None:
+        """Write the request: ``target`` is its path and query, ``fields`` its header lines."""
         self._parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._head = self.loop.create_future()
@@ -204,10 +212,9 @@ class _Connection(asyncio.Protocol):
         self.exchanges += 1
         self.received = False
         self._close_asked = False
-        url = request.url
-        head = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+        head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
         chunked = False
-        for name, value in request.headers.raw:
+        for name, value in fields:
             head += [name, b": ", value, b"\r\n"]
             lowered = name.lower()
             if lowered == b"transfer-encoding" and value.lower() == b"chunked":
@@ -216,9 +223,12 @@ class _Connection(asyncio.Protocol):
                 self._close_asked = True
         head.append(b"\r\n")
         pending = b"".join(head)
-        stream = request.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        async for chunk in stream:
+        if isinstance(body, bytes):
+            if body and not chunked:  # the usual case: head and body in one write
+                await self._write(pending + body, write_timeout)
+                return
+            body = _one(body)
+        async for chunk in body:
             if not chunk:
                 continue
             if chunked:
@@ -321,6 +331,81 @@ class _Connection(asyncio.Protocol):
         )
 
 
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+_SIZED_METHODS = ("POST", "PUT", "PATCH")  # httpx gives these a Content-Length: 0 when bodiless
+
+
+def request_fields(
+    method: str,
+    url: httpx.URL,
+    headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
+    content: bytes | AsyncIterable[bytes] | None,
+) -> list[tuple[bytes, bytes]]:
+    """The header lines httpx would send for these: ``Host`` first unless given, then
+    ``headers``, then the body's length or chunked framing unless given."""
+    if isinstance(headers, Mapping):
+        given = [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
+    else:
+        given = list(headers)
+    names = {name.lower() for name, _ in given}
+    sized = b"content-length" in names or b"transfer-encoding" in names
+    first: list[tuple[bytes, bytes]] = []
+    if b"host" not in names:
+        first.append((b"Host", url.netloc))
+    if isinstance(content, bytes) and content:
+        if b"content-length" not in names:
+            given.append((b"Content-Length", b"%d" % len(content)))
+    elif content is not None and not isinstance(content, bytes):
+        if not sized:
+            given.append((b"Transfer-Encoding", b"chunked"))
+    elif not sized and method in _SIZED_METHODS:
+        first.append((b"Content-Length", b"0"))
+    return first + given if first else given
+
+
+class LeanHeaders:
+    """An answer's header lines as received, and a lookup by name (as ``httpx.Headers``)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        wanted = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for k, v in self.raw if k.lower() == wanted]
+        return ", ".join(values) if values else default
+
+
+class LeanResponse:
+    """What :meth:`Http1Transport.open` answers: status, head and the body as it comes.
+
+    Read the body with :meth:`aiter_raw` (once) and :meth:`aclose` it, as a streamed
+    ``httpx.Response``; an answer closed before its end closes its connection.
+    """
+
+    __slots__ = ("_body", "_read", "headers", "status_code")
+
+    def __init__(self, status: int, raw: list[tuple[bytes, bytes]], body: _Body) -> None:
+        self.status_code = status
+        self.headers = LeanHeaders(raw)
+        self._body = body
+        self._read = False
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        if self._read:
+            raise httpx.StreamConsumed()
+        self._read = True
+        async for chunk in self._body:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
 class _Body(httpx.AsyncByteStream):
     def __init__(self, transport: Http1Transport, conn: _Connection, read_timeout: float | None) -> None:
         self._transport = transport
@@ -383,34 +468,79 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if url.scheme != "http" or request.method in ("HEAD", "CONNECT"):
             return await self._fallback.handle_async_request(request)
         timeouts = request.extensions.get("timeout", {})
+        stream = request.stream
+        body: bytes | AsyncIterable[bytes]
+        if isinstance(stream, httpx.ByteStream):
+            body = b"".join(cast(Iterable[bytes], stream))  # in memory: can be sent again
+        else:
+            body = cast(AsyncIterable[bytes], stream)
+        status, headers, answer = await self._round_trip(
+            url, request.method, request.headers.raw, body, timeouts
+        )
+        return httpx.Response(
+            status, headers=headers, stream=answer, extensions={"http_version": b"HTTP/1.1"}
+        )
+
+    def takes(self, method: str, url: httpx.URL) -> bool:
+        """Whether :meth:`open` carries this exchange itself (else it goes to the fallback)."""
+        return url.scheme == "http" and method not in ("HEAD", "CONNECT")
+
+    async def open(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
+        content: bytes | AsyncIterable[bytes] | None,
+        timeouts: Mapping[str, float | None],
+    ) -> LeanResponse:
+        """One exchange that :meth:`takes`, without httpx's request and response objects.
+
+        The head gets what httpx would add: ``Host`` and, unless given, ``Content-Length``
+        (or ``Transfer-Encoding: chunked`` for a streamed body). Header names and values
+        given as text must be ASCII, as httpx requires.
+        """
+        fields = request_fields(method, url, headers, content)
+        status, raw, answer = await self._round_trip(
+            url, method, fields, b"" if content is None else content, timeouts
+        )
+        return LeanResponse(status, raw, answer)
+
+    async def _round_trip(
+        self,
+        url: httpx.URL,
+        method: str,
+        fields: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes],
+        timeouts: Mapping[str, float | None],
+    ) -> tuple[int, list[tuple[bytes, bytes]], _Body]:
         key = (url.host, url.port or 80)
+        target = url.raw_path
         conn = await self._acquire(key, timeouts.get("pool"), timeouts.get("connect"))
         try:
-            status, headers = await self._exchange(conn, request, timeouts)
+            status, headers = await self._exchange(conn, method, target, fields, body, timeouts)
         except (httpx.WriteError, httpx.RemoteProtocolError):
             # A kept-alive connection the server closed as this request went out (its
             # keep-alive timeout, a restart): it did not answer, so one more try on a new
             # connection is safe when the body can be sent again.
-            if not (
-                conn.exchanges > 1 and not conn.received and isinstance(request.stream, httpx.ByteStream)
-            ):
+            if not (conn.exchanges > 1 and not conn.received and isinstance(body, bytes)):
                 raise
             conn = await self._acquire(key, timeouts.get("pool"), timeouts.get("connect"), fresh=True)
-            status, headers = await self._exchange(conn, request, timeouts)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=_Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+            status, headers = await self._exchange(conn, method, target, fields, body, timeouts)
+        return status, headers, _Body(self, conn, timeouts.get("read"))
 
     async def _exchange(
-        self, conn: _Connection, request: httpx.Request, timeouts: dict[str, float | None]
+        self,
+        conn: _Connection,
+        method: str,
+        target: bytes,
+        fields: Iterable[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes],
+        timeouts: Mapping[str, float | None],
     ) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Send the request and read the response head; on failure the connection is closed."""
         try:
             try:
-                await conn.send(request, timeouts.get("write"))
+                await conn.send(method, target, fields, body, timeouts.get("write"))
             except (httpx.WriteError, httpx.RemoteProtocolError, OSError):
                 # A server may answer (413, 401...) and close before the body is all sent:
                 # that answer is the response.

@@ -21,7 +21,7 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from http.client import HTTPResponse
 from http.cookiejar import Cookie, CookieJar
-from typing import Literal, cast, get_args
+from typing import Any, Literal, Protocol, cast, get_args
 from urllib.request import Request
 
 import httpx
@@ -120,27 +120,54 @@ class PooledClient(httpx.AsyncClient):
     async def open_stream(
         self,
         method: str,
-        url: httpx.URL | str,
+        url: httpx.URL,
         *,
         headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
         content: bytes | AsyncIterator[bytes] | None,
         sni_hostname: str | None = None,
-    ) -> httpx.Response:
+    ) -> StreamedAnswer:
         """``send(build_request(...), stream=True)``, straight to the pool.
 
         It leaves out the steps this client never takes (auth, redirects, cookies, mounts,
         event hooks) and the merging of defaults it does not have: on a relay's hot path
-        those were a tenth of the agent's CPU. Read the answer with ``aiter_raw`` and
-        ``aclose`` it, as a streamed ``send``'s. ``sni_hostname``: the name a TLS
-        certificate is checked against when the URL holds an address.
+        those were a tenth of the agent's CPU. A plain ``http://`` exchange on the lean
+        transport builds no httpx request or response at all. Read the answer with
+        ``aiter_raw`` and ``aclose`` it, as a streamed ``send``'s. ``sni_hostname``: the
+        name a TLS certificate is checked against when the URL holds an address.
         """
-        extensions: dict[str, object] = {"timeout": self.timeout.as_dict()}
+        timeouts = self.timeout.as_dict()
+        transport = self._transport
+        if isinstance(transport, Http1Transport) and transport.takes(method, url):
+            return await transport.open(method, url, headers, content, timeouts)
+        extensions: dict[str, object] = {"timeout": timeouts}
         if sni_hostname is not None:
             extensions["sni_hostname"] = sni_hostname
         request = httpx.Request(method, url, headers=headers, content=content, extensions=extensions)
-        response = await self._transport.handle_async_request(request)
+        response = await transport.handle_async_request(request)
         response.request = request
         return response
+
+
+class AnswerHeaders(Protocol):
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+class StreamedAnswer(Protocol):
+    """What :meth:`PooledClient.open_stream` answers: an ``httpx.Response`` or the lean
+    transport's :class:`~inference_club.http1.LeanResponse`."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> AnswerHeaders: ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 _UNKEPT = _UnkeptCookies(NoCookies())

@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from inference_club.domain.http_headers import HOP_BY_HOP_HEADERS
-from inference_club.netpool import PooledClient, pooled_client
+from inference_club.netpool import PooledClient, StreamedAnswer, pooled_client
 from inference_club.redact import redact
 from inference_club.waiting import wait_event
 
@@ -142,7 +142,7 @@ class RelayResponse:
         headers: list[tuple[str, str]],
         *,
         body: bytes = b"",
-        upstream: httpx.Response | None = None,
+        upstream: StreamedAnswer | None = None,
         relay: Relay | None = None,
         service: ServiceState | None = None,
         log_fields: Mapping[str, str] | None = None,

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from inference_club.http1 import Http1Transport
+from inference_club.http1 import Http1Transport, LeanHeaders, request_fields
 from inference_club.testing.servers import serve_app
 
 
@@ -450,3 +450,42 @@ async def test_connect_write_and_pool_timeouts_are_httpx_timeouts() -> None:
             with pytest.raises(httpx.PoolTimeout):
                 await client.get(url + "/peer")
         assert (await client.get(url + "/peer")).status_code == 200
+
+
+async def _two_parts() -> AsyncIterator[bytes]:
+    yield b"a"
+    yield b"b"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "GET", "DELETE"])
+@pytest.mark.parametrize("content", [b"{}", b"", None, "stream"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "application/json", "x-request-id": "r1"},
+        [(b"host", b"agent.example:9000"), (b"content-type", b"application/json")],
+        [(b"Content-Length", b"2")],
+        {"transfer-encoding": "chunked"},
+        [(b"x-ic-model", "modèle".encode())],
+    ],
+)
+def test_the_lean_head_carries_what_httpx_would_send(method: str, content: object, headers: object) -> None:
+    url = httpx.URL("http://127.0.0.1:8080/v1/chat/completions?x=1")
+    body = _two_parts() if content == "stream" else content
+    expected = httpx.Request(method, url, headers=headers, content=body).headers.raw  # type: ignore[arg-type]
+    assert request_fields(method, url, headers, body) == expected  # type: ignore[arg-type]
+
+
+def test_lean_headers_are_looked_up_as_httpx_does() -> None:
+    raw = [
+        (b"Content-Type", b"application/json"),
+        (b"x-note", b"a"),
+        (b"X-Note", b"b"),
+        (b"x-latin", "é".encode("latin-1")),
+    ]
+    lean, real = LeanHeaders(raw), httpx.Headers(raw)
+    for name in ("content-type", "CONTENT-TYPE", "x-note", "x-absent"):
+        assert lean.get(name) == real.get(name)
+    assert lean.get("x-absent", "-") == "-"
+    assert lean.get("x-latin") == "é"  # latin-1, byte for byte
+    assert lean.raw == raw

@@ -20,7 +20,7 @@ from inference_club.domain.callback_url import CallbackUrl, IPAddress, parse_cal
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
 from inference_club.domain.providers import ProviderState
 from inference_club.errors import InvalidRequest
-from inference_club.netpool import PooledClient
+from inference_club.netpool import PooledClient, StreamedAnswer
 from inference_club.services.callback_policy import CallbackBlocked, CallbackPolicy
 from inference_club.services.transports.base import (
     BadResponseHead,
@@ -34,7 +34,7 @@ log = logging.getLogger("inference_club.direct")
 
 
 class DirectResponse:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: StreamedAnswer) -> None:
         self._response = response
         self.status = response.status_code
         # Latin-1, byte for byte: httpx would decode UTF-8 into text HTTP cannot carry back out.

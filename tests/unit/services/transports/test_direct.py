@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -15,6 +16,7 @@ import pytest
 from inference_club.domain.callback_url import parse_callback_url
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
+from inference_club.http1 import Http1Transport
 from inference_club.netpool import PooledClient
 from inference_club.services.callback_policy import CallbackPolicy
 from inference_club.services.transports import direct as direct_module
@@ -60,15 +62,16 @@ async def test_a_body_in_hand_goes_with_its_length_not_chunked(
     provider = rig.hub.hub.registry.get(rig.provider_id("rig"))
     assert provider is not None
     transport = direct(rig)
-    sent: list[httpx.Request] = []
+    sent: list[tuple[list[tuple[bytes, bytes]], object]] = []
     pool = transport._client._transport
-    real_send = pool.handle_async_request
+    assert isinstance(pool, Http1Transport)
+    real_round_trip = pool._round_trip
 
-    async def recording_send(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return await real_send(request)
+    async def recording_round_trip(url: httpx.URL, method: str, fields: Any, body: Any, timeouts: Any) -> Any:
+        sent.append((list(fields), body))
+        return await real_round_trip(url, method, fields, body, timeouts)
 
-    monkeypatch.setattr(pool, "handle_async_request", recording_send)
+    monkeypatch.setattr(pool, "_round_trip", recording_round_trip)
     request = rig.request(EMBEDDINGS, "fake-embed")
     assert request.payload is not None
     response = await transport.send(provider, request)
@@ -77,9 +80,11 @@ async def test_a_body_in_hand_goes_with_its_length_not_chunked(
         assert b"".join([chunk async for chunk in response.aiter_bytes()])
     finally:
         await response.aclose()
-    [built] = sent
-    assert built.headers["content-length"] == str(len(request.payload))
-    assert "transfer-encoding" not in built.headers
+    [(fields, body)] = sent
+    assert body == request.payload
+    names = [name.lower() for name, _ in fields]
+    assert dict(fields)[b"Content-Length"] == str(len(request.payload)).encode()
+    assert b"transfer-encoding" not in names and names.count(b"content-length") == 1
 
 
 async def test_an_https_agent_is_called_at_its_checked_address_under_its_own_name() -> None:

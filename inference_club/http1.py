@@ -7,7 +7,9 @@ client API (requests, responses, timeouts, exceptions) and does the plain ``http
 exchange itself: one ``asyncio.Protocol`` per connection, the C parser uvicorn uses
 (httptools), the request head and the first body chunk in one write, and an O(1)
 keep-alive pool. Anything else (``https://``, ``HEAD``, ``CONNECT``) goes to the
-fallback transport unchanged.
+fallback transport unchanged. :meth:`Http1Transport.open` is the same exchange without
+httpx's request and response objects (building them cost as much as the exchange):
+what the relays' pooled client uses (``netpool.PooledClient.open_stream``).
 
 A connection goes back to the pool only after its answer was read to the end and
 neither side asked to close it; an answer closed earlier ends its connection. When a

@@ -99,6 +99,9 @@ def from_answer_tail(tail: bytes, *, complete: bool) -> TokenCounts | None:
     return _from_usage(usage) if isinstance(usage, dict) else None
 
 
+_MARKERS = (b'"usage"', b"[DONE]", b'"eval_count"')
+
+
 class StreamUsage:
     """Watches a relayed SSE stream for usage, without holding more than one line.
 
@@ -120,18 +123,15 @@ class StreamUsage:
 
     def feed(self, chunk: bytes) -> None:
         # Runs on every chunk of every relayed stream.
-        if (
-            self.started
-            and not self._partial
-            and not self._skipping
-            and chunk.endswith(b"\n")
-            and b'"usage"' not in chunk
-            and b"[DONE]" not in chunk
-            and b'"eval_count"' not in chunk
-        ):
-            return  # nothing in it can change what is watched
-        # A line wholly inside the chunk is looked at in place, not through the buffer.
         start = 0
+        if self.started and not self._partial and not self._skipping and chunk.endswith(b"\n"):
+            # Whole lines after the first event: only those from the first marker on can
+            # change what is watched (a stream's last read often holds most of its events).
+            marks = [at for marker in _MARKERS if (at := chunk.find(marker)) != -1]
+            if not marks:
+                return
+            start = chunk.rfind(b"\n", 0, min(marks)) + 1
+        # A line wholly inside the chunk is looked at in place, not through the buffer.
         partial = self._partial
         while (end := chunk.find(b"\n", start)) != -1:
             if self._skipping:

@@ -78,6 +78,25 @@ def test_chunks_that_hold_nothing_watched_are_passed_over_and_the_end_still_coun
     assert cut.started and not cut.done and cut.counts is None
 
 
+def test_many_events_in_one_read_are_watched_from_the_first_marker_on() -> None:
+    content = [{"choices": [{"delta": {"content": f"tok{i} "}}]} for i in range(20)]
+    early = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    raw = _sse(*content[:10], early, *content[10:], {"choices": [], "usage": VLLM_USAGE})
+    events = [event + b"\n\n" for event in raw.split(b"\n\n")[:-1]]
+    for per_read in (2, 5, 11, len(events)):
+        watch = StreamUsage()
+        watch.feed(events[0])  # a stream's first event usually comes alone
+        for start in range(1, len(events), per_read):
+            watch.feed(b"".join(events[start : start + per_read]))
+        watch.close()
+        assert watch.started and watch.done and watch.counts == TokenCounts(12, 8, 20)  # the last wins
+    quoted = StreamUsage()  # a marker inside content is looked at, and changes nothing
+    quoted.feed(events[0])
+    quoted.feed(b"".join(events[1:4]) + b'data: {"choices": [{"delta": {"content": "\\"usage\\""}}]}\n\n')
+    quoted.close()
+    assert quoted.counts is None and not quoted.done
+
+
 def test_stream_events_without_usage_and_empty_streams() -> None:
     watch = StreamUsage()
     watch.feed(b'event: response.created\ndata: {"type": "response.created"}\n\n')

@@ -10,11 +10,12 @@ back with an ``httpx.AsyncClient`` load generator (one pooled client per path):
   SSE ``data:`` line (TTFB) and the whole stream up to ``data: [DONE]``.
 
 Each table gives p50/p99 latency, requests per second, and ratios to ``direct`` from
-the same run. Every process started here is stopped at the end, also on errors.
+the same run. The ``floor`` path puts two byte-copying forwarders (``bench/forwarder.py``)
+where the hub and the agent stand: what two more processes cost with no work of their own. Every process started here is stopped at the end, also on errors.
 
 Usage::
 
-    .venv/bin/python bench/bench.py [--requests N] [--paths direct,hub-direct,litellm]
+    .venv/bin/python bench/bench.py [--requests N] [--paths direct,floor,hub-direct,litellm]
                                     [--no-litellm] [--out bench/RESULTS.md]
 
 Paths are entries of :data:`PATHS`; each knows how to start what it needs and reports
@@ -239,6 +240,25 @@ async def path_direct(setup: Setup) -> Target:
     return Target(url, None, ENGINE_MODEL, {"engine": setup.engine_proc})
 
 
+async def path_floor(setup: Setup) -> Target:
+    """Two byte-copying forwarders (``bench/forwarder.py``) where the hub and the agent stand."""
+    url = await setup.engine()
+    assert setup.engine_proc
+    target = url.split("//", 1)[1].split("/", 1)[0]
+    procs: dict[str, Proc] = {"engine": setup.engine_proc}
+    for role in ("fwd-2", "fwd-1"):  # the one nearest the engine first
+        proc = setup.procs.start(
+            f"forwarder-{role}",
+            [sys.executable, str(BENCH_DIR / "forwarder.py"), "--target", target],
+        )
+        line = await read_first_line(proc, 15)
+        if not line.startswith("ready "):
+            raise RuntimeError(f"forwarder: unexpected first line {line!r}")
+        procs[role] = proc
+        target = f"{HOST}:{line.split()[1]}"
+    return Target(f"http://{target}/v1", None, ENGINE_MODEL, procs)
+
+
 async def path_hub_direct(setup: Setup) -> Target:
     return await setup.agent(
         "bench-direct", "bench-model-hub-direct", ["--direct", "--listen", f"{HOST}:{free_port(HOST)}"]
@@ -307,6 +327,7 @@ async def path_litellm(setup: Setup) -> Target:
 
 PATHS: dict[str, tuple[str, Callable[[Setup], Awaitable[Target]]]] = {
     "direct": ("client → mock engine", path_direct),
+    "floor": ("client → forwarder → forwarder → engine (two processes that only copy bytes)", path_floor),
     "hub-direct": ("client → hub → agent (direct transport) → engine", path_hub_direct),
     "hub-tunnel": ("client → hub → agent (tunnel transport) → engine", path_hub_tunnel),
     "litellm": (f"client → LiteLLM proxy {LITELLM_VERSION} → engine", path_litellm),
@@ -577,7 +598,10 @@ async def run(args: argparse.Namespace) -> str:
             for name, t in targets.items()
         ),
         "",
-        '"added" = p50 (or p99) of the path minus the same of `direct`; "x" = ratio to `direct`.',
+        '"added" = p50 (or p99) of the path minus the same of `direct`; "x" = ratio to `direct`. '
+        "`floor` adds what two more processes on the path cost on this machine with no work of "
+        "their own (wake-ups, reads, writes): the part of the hub paths' added time a relay "
+        "cannot take away.",
         "",
     ]
     for scenario in scenarios:
@@ -598,7 +622,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--paths",
-        default="direct,hub-direct,hub-tunnel,litellm",
+        default="direct,floor,hub-direct,hub-tunnel,litellm",
         help=f"comma-separated, from: {', '.join(PATHS)} (default: all)",
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no install, no row)")

@@ -109,7 +109,7 @@ def table(scenario: Scenario, rows: dict[str, Result | str]) -> str:
     return "\n".join(lines)
 
 
-CPU_ROLES = ("engine", "hub", "agent", "litellm", "client")
+CPU_ROLES = ("engine", "fwd-1", "fwd-2", "hub", "agent", "litellm", "client")
 
 
 def cpu_table(results: dict[Scenario, dict[str, Result | str]]) -> str:

@@ -100,16 +100,29 @@ def from_answer_tail(tail: bytes, *, complete: bool) -> TokenCounts | None:
 
 
 _MARKERS = (b'"usage"', b"[DONE]", b'"eval_count"')
+_PASS_OVER_FROM = 1024  # bytes left in a read from which lines are passed over to a marker
+
+
+def _to_next_marker(chunk: bytes, start: int) -> int:
+    """The start of the line holding the first marker at or after ``start`` (past every
+    whole line when there is none); ``start`` itself when what is left is short."""
+    if len(chunk) - start < _PASS_OVER_FROM:
+        return start  # an event or two: looking for markers costs more than it saves
+    ahead = [at for marker in _MARKERS if (at := chunk.find(marker, start)) != -1]
+    newline = chunk.rfind(b"\n", start, min(ahead)) if ahead else chunk.rfind(b"\n", start)
+    return start if newline == -1 else newline + 1
 
 
 class StreamUsage:
     """Watches a relayed SSE stream for usage, without holding more than one line.
 
-    Only ``data:`` lines that mention usage counters (``"usage"``, or Ollama's
-    ``"eval_count"``) are parsed; the last one wins.
+    Only ``data:`` lines that mention usage counters (``"usage"`` that is not null, or
+    Ollama's ``"eval_count"``) are parsed; the last one wins.
     A single line longer than ``max_line`` is skipped rather than buffered.
     Once an event was seen, a chunk of whole lines with none of the markers that matter
-    (usage, ``[DONE]``) is passed over unsplit: most chunks of a stream are such.
+    (usage, ``[DONE]``) is passed over unsplit: most chunks of a stream are such. In a
+    longer chunk (many events in one read) the lines before the first marker are passed
+    over the same way.
     """
 
     def __init__(self, *, max_line: int = 4 * 1024 * 1024) -> None:
@@ -123,15 +136,21 @@ class StreamUsage:
 
     def feed(self, chunk: bytes) -> None:
         # Runs on every chunk of every relayed stream.
-        start = 0
-        if self.started and not self._partial and not self._skipping and chunk.endswith(b"\n"):
-            # Whole lines after the first event: only those from the first marker on can
-            # change what is watched (a stream's last read often holds most of its events).
-            marks = [at for marker in _MARKERS if (at := chunk.find(marker)) != -1]
-            if not marks:
-                return
-            start = chunk.rfind(b"\n", 0, min(marks)) + 1
+        if (
+            self.started
+            and not self._partial
+            and not self._skipping
+            and chunk.endswith(b"\n")
+            and b'"usage"' not in chunk
+            and b"[DONE]" not in chunk
+            and b'"eval_count"' not in chunk
+        ):
+            return  # nothing in it can change what is watched
         # A line wholly inside the chunk is looked at in place, not through the buffer.
+        # Once an event was seen, the whole lines before the next marker are passed over
+        # unread: a read often holds many events (a short stream's all of them).
+        watching = self.started and not self._partial and not self._skipping
+        start = _to_next_marker(chunk, 0) if watching else 0
         partial = self._partial
         while (end := chunk.find(b"\n", start)) != -1:
             if self._skipping:
@@ -144,6 +163,9 @@ class StreamUsage:
             else:
                 self._line(chunk[start:end])
             start = end + 1
+            if not watching and self.started:  # the first event: from here on as above
+                watching = True
+                start = _to_next_marker(chunk, start)
         if not self._skipping:
             self._partial += chunk[start:]
             if len(self._partial) > self._max_line:
@@ -169,8 +191,13 @@ class StreamUsage:
         if payload == b"[DONE]":
             self.done = True
             return
-        if b'"usage"' not in payload and b'"eval_count"' not in payload:
-            return
+        if b'"eval_count"' not in payload:
+            usages = payload.count(b'"usage"')
+            if not usages:
+                return
+            # Clients that ask for usage get "usage": null on every event but the last.
+            if usages == payload.count(b'"usage":null') + payload.count(b'"usage": null'):
+                return
         try:
             found = from_document(orjson.loads(payload))
         except orjson.JSONDecodeError:

@@ -97,6 +97,32 @@ def test_many_events_in_one_read_are_watched_from_the_first_marker_on() -> None:
     assert quoted.counts is None and not quoted.done
 
 
+def test_a_whole_stream_in_one_read_and_usage_null_on_every_event() -> None:
+    content = [{"choices": [{"delta": {"content": f"tok{i} "}}], "usage": None} for i in range(30)]
+    raw = _sse(
+        {"choices": [{"delta": {"role": "assistant"}}]}, *content, {"choices": [], "usage": VLLM_USAGE}
+    )
+    for cut in (len(raw), len(raw) // 2, 7):  # all of it in one read, or in two
+        watch = StreamUsage()
+        watch.feed(raw[:cut])
+        watch.feed(raw[cut:])
+        watch.close()
+        assert watch.started and watch.done and watch.counts == TokenCounts(12, 8, 20)
+
+
+def test_lines_are_passed_over_up_to_the_usage_and_no_further() -> None:
+    content = [{"choices": [{"delta": {"content": f"token number {i} "}}]} for i in range(40)]
+    raw = _sse(
+        {"choices": [{"delta": {"role": "assistant"}}]}, *content, {"choices": [], "usage": VLLM_USAGE}
+    )
+    first = raw.index(b"\n\n") + 2
+    for reads in ([raw], [raw[:first], raw[first:]]):  # the first event in the read, or alone
+        watch = StreamUsage()
+        for read in reads:
+            watch.feed(read)
+        assert watch.counts == TokenCounts(12, 8, 20) and watch.done  # before close: read in place
+
+
 def test_stream_events_without_usage_and_empty_streams() -> None:
     watch = StreamUsage()
     watch.feed(b'event: response.created\ndata: {"type": "response.created"}\n\n')

@@ -280,6 +280,7 @@ class DirectServer:
             date_header=False,
             ws="none",
             http=HttpProtocol,
+            proxy_headers=False,  # the hub calls it directly: no proxy's headers to believe
             # longer than the hub's client keeps idle connections, so the hub closes
             # first and never sends a request on a connection being closed here
             timeout_keep_alive=75,

@@ -41,8 +41,8 @@ class _HeadHoldingTransport:
         if held is not None:
             self._held = None
             self._transport.write(held + data)
-        elif data[:9] == _STATUS_LINE and bytes(data[-4:]) == b"\r\n\r\n":
-            self._held = bytes(data)
+        elif isinstance(data, bytes) and data.startswith(_STATUS_LINE) and data.endswith(b"\r\n\r\n"):
+            self._held = data
             self._loop.call_soon(self._flush)
         else:
             self._transport.write(data)

@@ -36,7 +36,10 @@ import httpx
 
 from inference_club.waiting import QuietTimer
 
-__all__ = ["Http1Transport", "LeanResponse", "request_fields"]
+__all__ = ["HeaderPairs", "Http1Transport", "LeanResponse", "request_fields"]
+
+HeaderPairs = Mapping[str, str] | Sequence[tuple[bytes, bytes]]
+"""A request's headers as text (ASCII, as httpx requires) or as the bytes to send."""
 
 _READ_HIGH_WATER = 256 * 1024  # received body bytes buffered before reading pauses
 _READ_LOW_WATER = 64 * 1024
@@ -343,7 +346,7 @@ _SIZED_METHODS = ("POST", "PUT", "PATCH")  # httpx gives these a Content-Length:
 def request_fields(
     method: str,
     url: httpx.URL,
-    headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
+    headers: HeaderPairs,
     content: bytes | AsyncIterable[bytes] | None,
 ) -> list[tuple[bytes, bytes]]:
     """The header lines httpx would send for these: ``Host`` first unless given, then
@@ -467,7 +470,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http" or request.method in ("HEAD", "CONNECT"):
+        if not self.takes(request.method, url):
             return await self._fallback.handle_async_request(request)
         timeouts = request.extensions.get("timeout", {})
         stream = request.stream
@@ -491,7 +494,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self,
         method: str,
         url: httpx.URL,
-        headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
+        headers: HeaderPairs,
         content: bytes | AsyncIterable[bytes] | None,
         timeouts: Mapping[str, float | None],
     ) -> LeanResponse:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from http.client import HTTPResponse
 from http.cookiejar import Cookie, CookieJar
 from typing import Any, Literal, Protocol, cast, get_args
@@ -26,7 +26,7 @@ from urllib.request import Request
 
 import httpx
 
-from inference_club.http1 import Http1Transport
+from inference_club.http1 import HeaderPairs, Http1Transport
 
 DEFAULT_SHARDS = 8
 TransportKind = Literal["lean", "httpx"]
@@ -122,7 +122,7 @@ class PooledClient(httpx.AsyncClient):
         method: str,
         url: httpx.URL,
         *,
-        headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]],
+        headers: HeaderPairs,
         content: bytes | AsyncIterator[bytes] | None,
         sni_hostname: str | None = None,
     ) -> StreamedAnswer:

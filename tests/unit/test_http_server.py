@@ -50,7 +50,7 @@ async def _whole(request: Request) -> Response:
 
 async def _slow_stream(request: Request) -> Response:
     async def chunks() -> AsyncIterator[bytes]:
-        await asyncio.sleep(0.05)  # the first chunk is not there when the head goes
+        await asyncio.sleep(0.5)  # the first chunk is not there when the head goes
         yield b"data: 1\n\n"
         yield b"data: 2\n\n"
 

@@ -229,7 +229,7 @@ class _Connection(asyncio.Protocol):
         head.append(b"\r\n")
         pending = b"".join(head)
         if isinstance(body, bytes):
-            if body and not chunked:  # the usual case: head and body in one write
+            if not chunked:  # the usual case: head and body (if any) in one write
                 await self._write(pending + body, write_timeout)
                 return
             body = _one(body)
@@ -400,12 +400,11 @@ class LeanResponse:
         self._body = body
         self._read = False
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
+    def aiter_raw(self) -> AsyncIterator[bytes]:
         if self._read:
             raise httpx.StreamConsumed()
         self._read = True
-        async for chunk in self._body:
-            yield chunk
+        return self._body.__aiter__()  # the body's own iterator: no generator around it
 
     async def aclose(self) -> None:
         await self._body.aclose()

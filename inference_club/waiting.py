@@ -42,6 +42,17 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, again_after_s: float = 1.0
         await task
 
 
+async def cancel_and_wait_quietly(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, whatever it ends with (nothing is raised). A cancel
+    of the caller while it waits goes on (``await task`` under a suppress would swallow
+    it too)."""
+    if not task.done():
+        task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: how it ended is not the caller's failure
+
+
 class OwnerWatch:
     """A watcher task that cancels its owner, the task that made it, when :meth:`_until`
     says so (a client or the hub went away). The owner then asks :meth:`absorb` whether a

@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from inference_club.waiting import OwnerWatch, QuietTimer, cancel_and_wait, wait_event
+from inference_club.waiting import (
+    OwnerWatch,
+    QuietTimer,
+    cancel_and_wait,
+    cancel_and_wait_quietly,
+    wait_event,
+)
 
 
 async def test_it_says_whether_the_event_was_set() -> None:
@@ -158,3 +164,36 @@ async def test_an_owner_watch_stopped_or_declining_cancels_nothing() -> None:
     other.cancel()
     with pytest.raises(asyncio.CancelledError):
         await other
+
+
+async def test_cancel_and_wait_quietly_waits_for_the_task_and_keeps_the_callers_own_cancel() -> None:
+    async def fails_on_cancel() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    failing = asyncio.create_task(fails_on_cancel())
+    await asyncio.sleep(0)
+    await cancel_and_wait_quietly(failing)  # how it ended is not the caller's failure
+    assert failing.done() and isinstance(failing.exception(), RuntimeError)
+
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await release.wait()  # takes its time to wind down
+            raise
+
+    slow = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(cancel_and_wait_quietly(slow))
+    await asyncio.sleep(0.01)
+    caller.cancel()  # the caller is cancelled while it waits
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    release.set()
+    await asyncio.wait({slow})
+    assert slow.cancelled()

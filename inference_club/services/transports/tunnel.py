@@ -29,7 +29,7 @@ from inference_club.services.transports.base import (
     UpstreamResponse,
     check_response_head,
 )
-from inference_club.services.transports.tunnel_server import HubTunnel, TunnelServer, cancel_task
+from inference_club.services.transports.tunnel_server import HubTunnel, TunnelServer
 from inference_club.tunnel.mux import Stream, StreamReset, StreamUnavailable
 from inference_club.tunnel.protocol import (
     Frame,
@@ -38,7 +38,7 @@ from inference_club.tunnel.protocol import (
     ResetCode,
     ResponseHead,
 )
-from inference_club.waiting import QuietTimer
+from inference_club.waiting import QuietTimer, cancel_and_wait_quietly
 
 
 class Relay(Protocol):
@@ -111,7 +111,7 @@ class TunnelResponse:
             stream.reset(ResetCode.CANCEL, "the client went away")
         self._on_done(stream)
         if self._body_task is not None:
-            await cancel_task(self._body_task)
+            await cancel_and_wait_quietly(self._body_task)
 
 
 class TunnelTransport:
@@ -225,7 +225,7 @@ class TunnelTransport:
         stream.reset(ResetCode.CANCEL, "the hub gave up on the request")
         self._done(stream)
         if body_task is not None:
-            await cancel_task(body_task)
+            await cancel_and_wait_quietly(body_task)
 
     def _done(self, stream: Stream) -> None:
         self.server.release(stream)

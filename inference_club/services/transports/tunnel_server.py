@@ -42,6 +42,7 @@ from inference_club.tunnel.protocol import (
     Welcome,
     decode_frame,
 )
+from inference_club.waiting import cancel_and_wait_quietly
 
 log = logging.getLogger("inference_club.tunnel")
 
@@ -227,7 +228,7 @@ class TunnelServer:
             self._detach(tunnel)
             tunnel.closed.set()
             if tunnel._refresh is not None:
-                await cancel_task(tunnel._refresh)
+                await cancel_and_wait_quietly(tunnel._refresh)
             log.info("tunnel %s of provider %s closed: %s", tunnel_id, provider.name, mux.close_reason or "-")
 
     async def _read_hello(self, link: Link) -> Hello | None:
@@ -343,16 +344,6 @@ class TunnelServer:
 def _close_unauthorized(tunnel: HubTunnel) -> None:
     tunnel.mux.send_control(GoAway("unauthorized", "the API key is no longer valid").to_frame())
     tunnel.mux.close(CloseCode.UNAUTHORIZED, "the API key is no longer valid")
-
-
-async def cancel_task(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it, whatever it ends with. A cancel of the caller
-    while it waits goes on (``await task`` under a suppress would swallow it too)."""
-    if not task.done():
-        task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.exception()  # retrieved: how it ended is not the caller's failure
 
 
 async def _refuse(link: Link, code: int, reason: str, message: str) -> None:

@@ -5,14 +5,12 @@ over the tunnel; revoked keys and shutdown close tunnels with a GOAWAY."""
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 
 from inference_club.errors import AuthError
 from inference_club.services.auth import Principal
-from inference_club.services.transports.tunnel_server import TunnelServer, cancel_task
+from inference_club.services.transports.tunnel_server import TunnelServer
 from inference_club.tunnel.protocol import (
     CloseCode,
     Flag,
@@ -224,36 +222,3 @@ async def test_shutdown_tells_every_agent_and_closes(built: Built, agents: list[
     assert tun.hub_link.closed_with is not None and tun.hub_link.closed_with[0] == CloseCode.GOING_AWAY
     assert "hub_shutdown" in tun.goaways()
     assert built.hub.tunnels.tunnels() == []
-
-
-async def test_cancel_task_waits_for_the_task_and_keeps_the_callers_own_cancel() -> None:
-    async def fails_on_cancel() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            raise RuntimeError("cleanup failed") from None
-
-    failing = asyncio.create_task(fails_on_cancel())
-    await asyncio.sleep(0)
-    await cancel_task(failing)  # how it ended is not the caller's failure
-    assert failing.done() and isinstance(failing.exception(), RuntimeError)
-
-    release = asyncio.Event()
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            await release.wait()  # takes its time to wind down
-            raise
-
-    slow = asyncio.create_task(slow_to_stop())
-    await asyncio.sleep(0)
-    caller = asyncio.create_task(cancel_task(slow))
-    await asyncio.sleep(0.01)
-    caller.cancel()  # the caller is cancelled while it waits
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    release.set()
-    await asyncio.wait({slow})
-    assert slow.cancelled()

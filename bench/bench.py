@@ -112,7 +112,7 @@ class Setup:
 
     async def start_engine(self, name: str, options: list[str]) -> tuple[str, Proc]:
         """One more mock engine process; returns its ``/v1`` URL."""
-        proc = self.procs.start(
+        port, proc = await self.start_listener(
             name,
             [
                 sys.executable,
@@ -126,10 +126,7 @@ class Setup:
                 *options,
             ],
         )
-        line = await read_first_line(proc, 15)
-        if not line.startswith("ready "):
-            raise RuntimeError(f"mock engine: unexpected first line {line!r}")
-        url = f"http://{HOST}:{line.split()[1]}/v1"
+        url = f"http://{HOST}:{port}/v1"
         await wait_for(
             models_listed(self.probe, url + "/models", None, ENGINE_MODEL),
             timeout_s=15,
@@ -137,6 +134,14 @@ class Setup:
             what="mock engine",
         )
         return url, proc
+
+    async def start_listener(self, name: str, argv: list[str]) -> tuple[str, Proc]:
+        """A bench process that prints ``ready <port>`` once listening: its port and process."""
+        proc = self.procs.start(name, argv)
+        line = await read_first_line(proc, 15)
+        if not line.startswith("ready "):
+            raise RuntimeError(f"{name}: unexpected first line {line!r}")
+        return line.split()[1], proc
 
     async def hub(self) -> tuple[str, str]:
         if not self.hub_url:
@@ -247,15 +252,10 @@ async def path_floor(setup: Setup) -> Target:
     target = url.split("//", 1)[1].split("/", 1)[0]
     procs: dict[str, Proc] = {"engine": setup.engine_proc}
     for role in ("fwd-2", "fwd-1"):  # the one nearest the engine first
-        proc = setup.procs.start(
-            f"forwarder-{role}",
-            [sys.executable, str(BENCH_DIR / "forwarder.py"), "--target", target],
+        port, procs[role] = await setup.start_listener(
+            f"forwarder-{role}", [sys.executable, str(BENCH_DIR / "forwarder.py"), "--target", target]
         )
-        line = await read_first_line(proc, 15)
-        if not line.startswith("ready "):
-            raise RuntimeError(f"forwarder: unexpected first line {line!r}")
-        procs[role] = proc
-        target = f"{HOST}:{line.split()[1]}"
+        target = f"{HOST}:{port}"
     return Target(f"http://{target}/v1", None, ENGINE_MODEL, procs)
 
 

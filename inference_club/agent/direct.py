@@ -156,6 +156,7 @@ class DirectApp:
                 body=body,
             )
             async with response:
+                await response.read_lead()
                 response_started = True
                 await send(
                     {

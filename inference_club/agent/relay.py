@@ -160,6 +160,9 @@ class RelayResponse:
         self._completed = upstream is None
         self._closed = False
         self._bytes = 0
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._lead = b""
+        self._lead_failure: RelayStreamError | None = None
 
     @property
     def agent_error(self) -> bool:
@@ -172,6 +175,30 @@ class RelayResponse:
 
     def __repr__(self) -> str:
         return f"<RelayResponse {self.status} closed={self._closed}>"
+
+    async def read_lead(self) -> None:
+        """Read the first bytes of an answer with a length now, so that they leave with the head.
+
+        An engine served by uvicorn writes an answer's head and its body apart: sent on
+        as they come, they cost a message (or a write) more on every hop and wake the
+        hub twice. A client can do nothing with such a head before the body anyway. A
+        stream's head (no length) goes on at once, as does an empty body's. A failure
+        while reading is raised by :meth:`aiter_bytes`, after the head, as before.
+        """
+        if self._upstream is None or self._chunks is not None:
+            return
+        length = next((v for k, v in self.headers if k == "content-length"), "")
+        if not length.strip() or length.strip() == "0":
+            return
+        self._chunks = self._upstream.aiter_raw()
+        try:
+            async for chunk in self._chunks:
+                if chunk:
+                    self._lead = chunk
+                    return
+        except httpx.HTTPError as exc:
+            self._lead_failure = _stream_error(exc)
+            self._lead_failure.__cause__ = exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the engine sends it. Closes the response at the end.
@@ -187,15 +214,19 @@ class RelayResponse:
                     self._bytes = len(self._body)
                     yield self._body
                 return
+            if self._lead_failure is not None:
+                raise self._lead_failure
+            if self._lead:
+                lead, self._lead = self._lead, b""
+                self._bytes += len(lead)
+                yield lead
             try:
-                async for chunk in self._upstream.aiter_raw():
+                async for chunk in self._chunks or self._upstream.aiter_raw():
                     if chunk:
                         self._bytes += len(chunk)
                         yield chunk
-            except httpx.TimeoutException as exc:
-                raise RelayStreamError("the engine stopped sending (read timeout)") from exc
             except httpx.HTTPError as exc:
-                raise RelayStreamError(f"the engine's answer broke off: {exc!r}") from exc
+                raise _stream_error(exc) from exc
             self._completed = True
         finally:
             await self.aclose()
@@ -440,6 +471,12 @@ class Relay:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _stream_error(exc: httpx.HTTPError) -> RelayStreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return RelayStreamError("the engine stopped sending (read timeout)")
+    return RelayStreamError(f"the engine's answer broke off: {exc!r}")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -471,6 +471,7 @@ class TunnelClient:
                 stream.reset(ResetCode.INTERNAL, "the agent failed to relay the request")
                 return
             async with response:
+                await response.read_lead()
                 stream.send_head(ResponseHead(response.status, response.headers).to_frame(stream.id))
                 try:
                     async for chunk in response.aiter_bytes():

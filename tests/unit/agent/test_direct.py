@@ -266,3 +266,43 @@ async def test_stop_aborts_requests_still_running_after_the_grace(
     assert "shutting down" in answer.json()["error"]["message"]
     await wait_idle(relay)
     assert not [r for r in caplog.records if r.exc_info]  # no crash traceback
+
+
+async def test_an_answer_with_a_length_reaches_the_hub_with_its_head_in_one_piece() -> None:
+    """An engine that writes the head and the body apart (as uvicorn does) still gives the
+    hub one read: the agent holds the head for the body's first bytes."""
+    body = b'{"id":"x","choices":[]}'
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        writer.write(b"content-length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(body)
+        await writer.drain()
+        await reader.read()  # until the agent closes
+
+    server = await asyncio.start_server(engine, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = make_config([{"type": "llm", "url": f"http://127.0.0.1:{port}/v1", "models": [{"id": "m1"}]}])
+    relay = Relay(Catalog(config.services))
+    direct = DirectServer(relay, SecretBox(SECRET), host="127.0.0.1", port=0)
+    await direct.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", direct.bound_port)
+        request = "".join(f"{k}: {v}\r\n" for k, v in hdrs().items())
+        writer.write(
+            b"POST /relay/llm/v1/chat/completions HTTP/1.1\r\nhost: agent\r\ncontent-length: 2\r\n"
+            + request.encode()
+            + b"\r\n{}"
+        )
+        async with asyncio.timeout(5):
+            first = await reader.read(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert first.endswith(b"\r\n\r\n" + body)  # not the head alone, 0.1 s before its body
+        writer.close()
+    finally:
+        await direct.stop()
+        await relay.aclose()
+        server.close()

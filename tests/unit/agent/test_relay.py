@@ -330,3 +330,66 @@ async def test_the_engine_client_opens_no_more_connections_than_its_limit() -> N
             assert held == 3
     finally:
         await client.aclose()
+
+
+class _Answer:
+    """An engine answer whose body parts come one at a time, each when released."""
+
+    def __init__(self, parts: list[bytes | Exception]) -> None:
+        self.status_code = 200
+        self.headers = httpx.Headers()
+        self.parts = parts
+        self.taken = 0
+        self.closed = False
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            await asyncio.sleep(0)
+            self.taken += 1
+            if isinstance(part, Exception):
+                raise part
+            yield part
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._body()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _answer_with(parts: list[bytes | Exception], headers: list[tuple[str, str]]) -> tuple[Any, _Answer]:
+    from inference_club.agent.relay import RelayResponse
+
+    upstream = _Answer(parts)
+    return RelayResponse(200, headers, upstream=upstream), upstream
+
+
+async def test_an_answer_with_a_length_has_its_first_bytes_read_before_its_head_goes_on() -> None:
+    response, upstream = _answer_with([b"", b'{"a":', b"1}"], [("content-length", "6")])
+    await response.read_lead()
+    assert upstream.taken == 2  # an empty read passed over, the first bytes in hand
+    assert await read_all(response) == b'{"a":1}'
+    assert upstream.closed
+
+
+async def test_a_stream_or_an_empty_answer_goes_on_with_nothing_read() -> None:
+    for headers in ([("content-type", "text/event-stream")], [("content-length", "0")]):
+        response, upstream = _answer_with([b"data: 1\n\n"], headers)
+        await response.read_lead()
+        assert upstream.taken == 0
+        assert await read_all(response) == b"data: 1\n\n"
+
+
+async def test_an_answer_that_breaks_off_before_its_first_bytes_fails_after_its_head() -> None:
+    from inference_club.agent.relay import RelayStreamError
+
+    response, upstream = _answer_with([httpx.ReadError("reset")], [("content-length", "10")])
+    await response.read_lead()  # the head still goes on: the failure comes with the body
+    try:
+        await read_all(response)
+    except RelayStreamError as exc:
+        assert "broke off" in str(exc)
+        assert isinstance(exc.__cause__, httpx.ReadError)
+    else:
+        raise AssertionError("the broken answer read as complete")
+    assert upstream.closed

@@ -8,14 +8,29 @@ sends no body in the same step of the event loop (a stream still waiting for its
 chunk), the head leaves alone at the loop's next turn, as before.
 
 The hub and the agent's direct transport serve with :class:`HttpProtocol`.
+
+The hub's WebSockets (agent tunnels) run on :class:`WebSocketProtocol`: uvicorn's, on the
+socket's own transport once upgraded, and with a way for a route to take each binary
+message as it is read (:data:`DELIVERY`) instead of as an ASGI ``websocket.receive``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+DELIVERY = "inference_club.websocket.delivery"
+"""The scope extension :class:`WebSocketProtocol` offers: ``{"deliver_to": callable}``.
+
+``deliver_to(receiver)`` hands every binary message from then on to ``receiver`` in the
+callback that read it: no ASGI message, queue, task switch or pause of the socket per
+message. Text messages and the end of the connection still come through ``receive``.
+"""
 
 _STATUS_LINE = b"HTTP/1.1 "
 
@@ -66,6 +81,11 @@ class _HeadHoldingTransport:
         self._held = None
         self._transport.abort()
 
+    def unwrap(self) -> asyncio.Transport:
+        """The socket's transport, anything held sent: for a protocol that writes no HTTP heads."""
+        self._flush()
+        return self._transport
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
@@ -75,3 +95,53 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, offering :data:`DELIVERY` to the route it runs.
+
+    Over the tunnel every answer is a message or more; through ASGI each cost a dict, a
+    queue, a task switch (the reader's) and a pause and resume of the socket's reading
+    (two system calls). Delivered, a message goes from the parser to the tunnel's frames
+    in one call. Backpressure stays with the tunnel: its streams take no more than their
+    credit, and a peer that sends past it is cut off.
+    """
+
+    _deliver: Callable[[bytes], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, _HeadHoldingTransport):  # handed over by the HTTP protocol
+            transport = transport.unwrap()
+        super().connection_made(transport)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # None when the handshake was refused
+        if scope is not None:
+            scope["extensions"][DELIVERY] = {"deliver_to": self.deliver_to}
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        """Binary messages to ``receiver`` from now on, those already queued first."""
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+        self._deliver = receiver
+        for message in queued:
+            data = message.get("bytes") if message["type"] == "websocket.receive" else None
+            if data is not None:
+                receiver(data)
+            else:
+                self.queue.put_nowait(message)
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        deliver = self._deliver
+        if deliver is None or self.curr_msg_data_type != "bytes":
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if not self.close_sent:  # past its close the app takes nothing more (as uvicorn does)
+            deliver(data if type(data) is bytes else bytes(data))

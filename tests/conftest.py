@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_club.http_server import HttpProtocol
+from inference_club.http_server import HttpProtocol, WebSocketProtocol
 from inference_club.services.container import Hub
 from inference_club.settings import Settings
 from inference_club.surfaces.app import create_app
@@ -127,7 +127,9 @@ class RunningHub:
 async def running_hub(settings: Settings) -> AsyncIterator[RunningHub]:
     """The whole hub, built by ``create_app``, on a real loopback socket."""
     app = create_app(settings)
-    async with serve_app(app, http=HttpProtocol) as base_url:  # the protocol `serve` runs
+    async with serve_app(
+        app, http=HttpProtocol, ws=WebSocketProtocol
+    ) as base_url:  # the protocols `serve` runs
         yield RunningHub(base_url=base_url, hub=app.state.hub, settings=settings)
 
 

@@ -111,7 +111,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     import uvicorn
 
     from inference_club.heap import settle_heap
-    from inference_club.http_server import HttpProtocol
+    from inference_club.http_server import HttpProtocol, WebSocketProtocol
     from inference_club.surfaces.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
@@ -144,6 +144,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         log_config=None,
         loop="uvloop",
         http=HttpProtocol,  # uvicorn's httptools protocol, an answer's head sent with its body
+        ws=WebSocketProtocol,  # uvicorn's, with a tunnel's messages delivered as they are read
         timeout_graceful_shutdown=10,
         # Longer than the clients in front keep idle connections (nginx upstream keepalive
         # 60 s, other replicas' relay client 5 s), so they close first: a request sent on a

@@ -15,6 +15,9 @@
   :data:`MAX_BATCH` bytes, and the reader splits each message back into frames: a busy
   tunnel pays one send per wake-up instead of one per frame, without waiting for more.
   The first message stays a single frame, so the hub's ``WELCOME`` travels alone.
+- **Reading.** A task reads the link's messages and dispatches their frames; a link that
+  can deliver (:class:`DeliveringLink`, the hub's) hands each message straight from the
+  socket's read to the dispatch instead, one task switch fewer per message.
 - **Liveness.** A ``PING`` goes out every ``ping_interval_s``; a peer from which no frame
   at all arrived for ``dead_after_s`` is declared dead and the connection closed.
 - When the connection ends, every open stream fails with :class:`ConnectionLost`.
@@ -29,7 +32,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..waiting import wait_event
 from .protocol import (
@@ -81,6 +84,15 @@ class Link(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+@runtime_checkable
+class DeliveringLink(Link, Protocol):
+    """A link that can hand its binary messages over as it reads them."""
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        """Every binary message from now on to ``receiver``, in the callback that read it;
+        :meth:`receive` then answers only what is not delivered (the end, a text message)."""
 
 
 class StreamReset(Exception):
@@ -374,6 +386,7 @@ class Mux:
         self._room_free = asyncio.Event()
         self._room_free.set()
         self._close_requested = asyncio.Event()
+        self._delivery_failed = False
         self.close_code: int = CloseCode.NORMAL
         self.close_reason = ""
         self.closed = False
@@ -469,24 +482,47 @@ class Mux:
             self.close_reason = reason
 
     async def _read_loop(self) -> None:
+        if isinstance(self._link, DeliveringLink):
+            self._link.deliver_to(self._on_delivered)
         while True:
             data = await self._link.receive()
             if data is None:
                 self._set_close(CloseCode.NORMAL, "the peer closed the connection")
                 return
-            self.last_received = time.monotonic()
-            try:
-                if self.batch_size:
-                    for frame in decode_frames(data, max_size=self.recv_max_frame):
-                        self._traffic.frames_received += 1
-                        self._dispatch(frame)
-                else:
-                    self._traffic.frames_received += 1
-                    self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
-            except ProtocolError as exc:
-                log.warning("%s: protocol error: %s", self.label, exc)
-                self._set_close(exc.close_code, f"protocol error: {exc}")
+            if not self._on_message(data):
                 return
+
+    def _on_message(self, data: bytes) -> bool:
+        """Dispatch the frames of one message; False after a protocol error (the end)."""
+        self.last_received = time.monotonic()
+        try:
+            if self.batch_size:
+                for frame in decode_frames(data, max_size=self.recv_max_frame):
+                    self._traffic.frames_received += 1
+                    self._dispatch(frame)
+            else:
+                self._traffic.frames_received += 1
+                self._dispatch(decode_frame(data, max_size=self.recv_max_frame))
+        except ProtocolError as exc:
+            log.warning("%s: protocol error: %s", self.label, exc)
+            self._set_close(exc.close_code, f"protocol error: {exc}")
+            return False
+        return True
+
+    def _on_delivered(self, data: bytes) -> None:
+        """A message the link delivered: what the read loop does with one, ending the
+        connection as the loop's end would."""
+        if self._delivery_failed or self.closed:
+            return
+        try:
+            ok = self._on_message(data)
+        except Exception as exc:  # a failure of ours: the connection ends, as a failed read loop's
+            log.exception("%s: dispatching a message failed", self.label)
+            self._set_close(CloseCode.GOING_AWAY, f"connection failed: {exc!r}")
+            ok = False
+        if not ok:
+            self._delivery_failed = True
+            self._close_requested.set()
 
     async def _write_loop(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""The hub's HTTP protocol: an answer's head leaves with its body, in one write."""
+"""The hub's HTTP protocol (an answer's head leaves with its body, in one write) and its
+WebSocket protocol (binary messages delivered to the route as they are read)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from inference_club.http_server import HttpProtocol
+from inference_club.http_server import DELIVERY, HttpProtocol, WebSocketProtocol
 from inference_club.testing.servers import serve_app
+from tests.polling import eventually
 
 
 class _Recording:
@@ -134,3 +136,55 @@ async def test_an_upload_is_read_as_before(method: str) -> None:
     async with serve_app(app, http=HttpProtocol) as url, httpx.AsyncClient() as client:
         response = await client.request(method, f"{url}/echo", content=b"x" * 300_000)
     assert response.content == b"x" * 300_000
+
+
+async def test_a_websocket_route_takes_binary_messages_as_they_are_read() -> None:
+    delivered: list[bytes] = []
+    through_receive: list[object] = []
+    offered: list[bool] = []
+
+    async def route(websocket: WebSocket) -> None:
+        delivery = websocket.scope["extensions"].get(DELIVERY)
+        offered.append(delivery is not None)
+        await websocket.accept()
+        await websocket.send_bytes(b"ready")
+        await asyncio.sleep(0.2)  # the client's first message arrives, queued the ASGI way
+        delivery["deliver_to"](delivered.append)
+        while True:
+            message = await websocket.receive()
+            through_receive.append(message.get("text") or message["type"])
+            if message["type"] == "websocket.disconnect":
+                return
+
+    app = Starlette(routes=[WebSocketRoute("/ws", route)])
+    async with serve_app(app, http=HttpProtocol, ws=WebSocketProtocol, lifespan="off") as url:
+        async with connect(url.replace("http://", "ws://") + "/ws") as websocket:
+            assert await websocket.recv() == b"ready"
+            await websocket.send(b"first")
+            await asyncio.sleep(0.4)
+            for i in range(200):
+                await websocket.send(bytes([i % 256]) * (i * 97))
+            await websocket.send("a text message")
+            await websocket.send(b"last")
+            await eventually(lambda: len(delivered) >= 202 and bool(through_receive))
+    await eventually(lambda: "websocket.disconnect" in through_receive)
+    assert offered == [True]
+    assert delivered == [b"first", *(bytes([i % 256]) * (i * 97) for i in range(200)), b"last"]
+    assert through_receive == ["a text message", "websocket.disconnect"]
+
+
+async def test_without_delivery_a_websocket_reads_through_asgi_as_before() -> None:
+    async def route(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await websocket.send_bytes(message["bytes"][::-1])
+
+    app = Starlette(routes=[WebSocketRoute("/ws", route)])
+    async with serve_app(app, http=HttpProtocol, ws=WebSocketProtocol, lifespan="off") as url:
+        async with connect(url.replace("http://", "ws://") + "/ws") as websocket:
+            for i in range(50):
+                await websocket.send(b"abc" * i)
+                assert await websocket.recv() == (b"abc" * i)[::-1]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
 
 from inference_club.errors import AuthError, HubError
+from inference_club.http_server import DELIVERY
 from inference_club.services.auth import Principal
 from inference_club.services.container import Hub
 from inference_club.services.transports.tunnel import TunnelTransport
@@ -81,6 +83,34 @@ class WebSocketLink:
             await self._ws.close(code, reason)
 
 
+class DeliveringWebSocketLink(WebSocketLink):
+    """A :class:`WebSocketLink` whose server delivers messages as it reads them (the
+    hub's own WebSocket protocol: ``http_server.DELIVERY``)."""
+
+    def __init__(
+        self, websocket: WebSocket, deliver_to: Callable[[Callable[[bytes], None]], None], traffic: Traffic
+    ) -> None:
+        super().__init__(websocket, traffic)
+        self._deliver_to = deliver_to
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        traffic = self.traffic
+
+        def counted(data: bytes) -> None:
+            traffic.received += len(data)
+            traffic.messages_received += 1
+            receiver(data)
+
+        self._deliver_to(counted)
+
+
+def _link(websocket: WebSocket, traffic: Traffic) -> WebSocketLink:
+    delivery = websocket.scope.get("extensions", {}).get(DELIVERY)
+    if delivery is None:  # another server (the tunnel then reads through ASGI)
+        return WebSocketLink(websocket, traffic)
+    return DeliveringWebSocketLink(websocket, delivery["deliver_to"], traffic)
+
+
 @router.websocket("/api/inference/agent/tunnel")
 async def tunnel(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
@@ -102,7 +132,7 @@ async def tunnel(websocket: WebSocket) -> None:
         return await hub.auth.authenticate(authorization)
 
     await websocket.accept()
-    link = WebSocketLink(websocket, websocket.app.state.metrics.tunnel_traffic)
+    link = _link(websocket, websocket.app.state.metrics.tunnel_traffic)
     await transport.server.serve(principal, link, reauthenticate=reauthenticate, peer=peer)
 
 

@@ -1,4 +1,8 @@
-"""The stream multiplexer over an in-memory link: credits, isolation, resets, liveness."""
+"""The stream multiplexer over an in-memory link: credits, isolation, resets, liveness.
+
+Every test runs twice: over links the mux reads (as the agent's), and over links that
+deliver each message as it arrives (as the hub's).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +52,10 @@ class MemoryLink:
             raise ConnectionError("closed")
         self.sent.append(data)
         if self.peer is not None and not self.mute:
-            self.peer.inbox.put_nowait(data)
+            self.peer.arrive(data)
+
+    def arrive(self, data: bytes) -> None:
+        self.inbox.put_nowait(data)
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed_with is None:
@@ -57,8 +64,45 @@ class MemoryLink:
                 self.peer.inbox.put_nowait(None)
 
 
+class DeliveringMemoryLink(MemoryLink):
+    """A :class:`MemoryLink` that hands messages over as they arrive, each in a callback of
+    its own (as a socket's read would), once the mux asks for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receiver: Callable[[bytes], None] | None = None
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        queued = []
+        while not self.inbox.empty():
+            queued.append(self.inbox.get_nowait())
+        self.receiver = receiver
+        for data in queued:
+            if data is None:
+                self.inbox.put_nowait(None)
+            else:
+                receiver(data)
+
+    def arrive(self, data: bytes) -> None:
+        if self.receiver is None:
+            super().arrive(data)
+        else:
+            asyncio.get_running_loop().call_soon(self.receiver, data)
+
+
+@pytest.fixture(autouse=True, params=["read", "delivered"])
+def link_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _link_class
+    _link_class = DeliveringMemoryLink if request.param == "delivered" else MemoryLink
+    yield
+    _link_class = MemoryLink
+
+
+_link_class: type[MemoryLink] = MemoryLink
+
+
 def link_pair() -> tuple[MemoryLink, MemoryLink]:
-    a, b = MemoryLink(), MemoryLink()
+    a, b = _link_class(), _link_class()
     a.peer, b.peer = b, a
     return a, b
 
@@ -135,6 +179,29 @@ async def test_request_and_answer_both_ways() -> None:
         await agent_side.write(b"x" * 20000)  # more than the window: needs credit back
         agent_side.end()
         assert await reader == b"x" * 20000
+
+
+async def test_the_mux_reads_a_link_that_delivers_through_its_receiver() -> None:
+    hub_link, agent_link = DeliveringMemoryLink(), MemoryLink()
+    hub_link.peer, agent_link.peer = agent_link, hub_link
+    opened: list[Stream] = []
+    hub = Mux(hub_link, opener=True, label="hub")
+    agent = Mux(agent_link, opener=False, label="agent", on_open=lambda s, f: opened.append(s))
+    tasks = [asyncio.create_task(hub.run()), asyncio.create_task(agent.run())]
+    try:
+        stream = open_request(hub, end=True)
+        await eventually(lambda: bool(opened))
+        opened[0].send_head(Frame(FrameType.RESPONSE, opened[0].id, Flag.NONE, b"{}"))
+        await opened[0].write(b"answer")
+        opened[0].end()
+        assert (await stream.head).payload == b"{}"
+        assert await read_all(stream) == b"answer"
+        assert hub_link.receiver is not None and hub_link.inbox.empty()
+        assert hub_link.traffic.frames_received == agent_link.traffic.frames_sent
+    finally:
+        hub.close()
+        agent.close()
+        await asyncio.wait(tasks, timeout=3)
 
 
 async def test_a_whole_body_leaves_with_its_open_in_one_message() -> None:

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import Frame as WebSocketFrame
+from websockets.frames import Opcode
+from websockets.protocol import Event
 
 from .. import __version__
 from ..domain.heartbeat import HeartbeatBody
@@ -108,6 +111,31 @@ def tunnel_url(hub: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + TUNNEL_PATH, "", ""))
 
 
+class DeliveringConnection(ClientConnection):
+    """websockets' client connection, handing binary messages to :attr:`receiver` as it reads them.
+
+    The tunnel's mux then dispatches a message in the callback that read it, not after a
+    switch to its reader task. A message goes the ordinary way (to ``recv``) while an
+    older one still waits there, so the order holds; so do text messages, fragments and
+    the end of the connection.
+    """
+
+    receiver: Callable[[bytes], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        receiver = self.receiver
+        if (
+            receiver is not None
+            and isinstance(event, WebSocketFrame)
+            and event.opcode is Opcode.BINARY
+            and event.fin
+            and not len(self.recv_messages.frames)
+        ):
+            receiver(bytes(event.data))
+            return
+        super().process_event(event)
+
+
 class ClientLink:
     """The tunnel's link over a ``websockets`` client connection."""
 
@@ -133,6 +161,19 @@ class ClientLink:
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        """Binary messages to ``receiver`` as they are read (a :class:`DeliveringConnection`'s)."""
+        if not isinstance(self._ws, DeliveringConnection):
+            raise TypeError("this connection cannot deliver: open it with DeliveringConnection")
+        traffic = self.traffic
+
+        def counted(data: bytes) -> None:
+            traffic.received += len(data)
+            traffic.messages_received += 1
+            receiver(data)
+
+        self._ws.receiver = counted
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (as a network failure would)."""
@@ -309,6 +350,7 @@ class TunnelClient:
             ping_interval=None,  # liveness is the tunnel's own PING/PONG
             compression=None,
             max_size=self.max_frame,
+            create_connection=DeliveringConnection,
         ) as ws:
             link = ClientLink(ws, self.traffic)
             hello = Hello(

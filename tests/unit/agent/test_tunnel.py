@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from inference_club.agent.config import build_config
 from inference_club.agent.discovery import Catalog
 from inference_club.agent.relay import Relay
-from inference_club.agent.tunnel import PROTOCOL_VARIABLE, TunnelClient, offered_protocol, tunnel_url
+from inference_club.agent.tunnel import (
+    PROTOCOL_VARIABLE,
+    ClientLink,
+    DeliveringConnection,
+    TunnelClient,
+    offered_protocol,
+    tunnel_url,
+)
 from inference_club.tunnel.mux import MAX_BATCH
 from inference_club.tunnel.protocol import (
     PROTOCOL_VERSION,
@@ -197,3 +208,47 @@ async def test_an_agent_told_to_offer_version_two_gets_an_unbatched_tunnel(
 
     client = await run_against(new_hub, connected)
     assert [h.protocol for h in hellos] == [2] and client.protocol == 2 and batch_sizes == [0]
+
+
+async def test_delivered_and_read_messages_keep_the_order_they_were_sent_in() -> None:
+    """Messages that came before delivery began are read first, and so are those that
+    came while any of them waited; delivery takes over once none waits, and what is not
+    binary still comes through recv, in its place."""
+    sent = [b"%d" % i * (1 + i % 7) for i in range(300)]
+
+    async def hub(ws: ServerConnection) -> None:
+        for message in sent[:5]:
+            await ws.send(message)
+        await ws.recv()  # "go": sent while the first five wait unread
+        for message in sent[5:100]:
+            await ws.send(message)
+        await ws.recv()  # "more": sent once all of those were read
+        for i, message in enumerate(sent[100:]):
+            await ws.send(message)
+            if i % 10 == 0:
+                await asyncio.sleep(0.001)
+        await ws.send("a text message")
+        await ws.close()
+
+    got: list[bytes | str] = []
+    async with serve(hub, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", create_connection=DeliveringConnection) as ws:
+            link = ClientLink(ws)
+            await asyncio.sleep(0.2)
+            link.deliver_to(got.append)
+            await ws.send(b"go")
+            await asyncio.sleep(0.2)  # the next 95 arrive behind the five: not delivered
+            assert got == []
+            while len(got) < 100:  # read until none waits: the rest of them then come by delivery
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.1):  # cancelling recv loses nothing
+                        got.append(await ws.recv())
+            await ws.send(b"more")
+            while True:
+                try:
+                    got.append(await ws.recv())
+                except ConnectionClosed:
+                    break
+    assert got == [*sent, "a text message"]
+    assert link.traffic.messages_received >= 200  # the last 200 binary ones came by delivery

@@ -9,6 +9,10 @@ chunk), the head leaves alone at the loop's next turn, as before.
 
 The hub and the agent's direct transport serve with :class:`HttpProtocol`.
 
+:class:`HttpProtocol` also tells a request's app when its client leaves before the answer
+is complete (:data:`DISCONNECT`), so the hub need not keep a task per request reading
+``receive`` only to hear ``http.disconnect``.
+
 The hub's WebSockets (agent tunnels) run on :class:`WebSocketProtocol`: uvicorn's, on the
 socket's own transport once upgraded, and with a way for a route to take each binary
 message as it is read (:data:`DELIVERY`) instead of as an ASGI ``websocket.receive``.
@@ -18,11 +22,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+DISCONNECT = "inference_club.http.disconnect"
+"""The scope extension :class:`HttpProtocol` offers: ``{"on_disconnect": callable}``.
+
+``on_disconnect(callback)`` has ``callback()`` called once if the connection is lost
+before the request's answer is complete (at once if it already was), and answers a
+function that takes the callback back.
+"""
 
 DELIVERY = "inference_club.websocket.delivery"
 """The scope extension :class:`WebSocketProtocol` offers: ``{"deliver_to": callable}``.
@@ -91,10 +104,39 @@ class _HeadHoldingTransport:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` writing through a :class:`_HeadHoldingTransport`."""
+    """:class:`HttpToolsProtocol` writing through a :class:`_HeadHoldingTransport`, and
+    offering :data:`DISCONNECT` to each request."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._leaving: dict[RequestResponseCycle, Callable[[], None]] = {}
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a request to answer (not an upgrade)
+            if self._leaving:  # callbacks of answers completed without taking theirs back
+                self._leaving = {c: f for c, f in self._leaving.items() if not c.response_complete}
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[DISCONNECT] = {"on_disconnect": partial(self._on_disconnect, cycle)}
+
+    def _on_disconnect(self, cycle: RequestResponseCycle, callback: Callable[[], None]) -> Callable[[], None]:
+        if cycle.disconnected:
+            callback()
+        else:
+            self._leaving[cycle] = callback
+
+        def take_back() -> None:
+            self._leaving.pop(cycle, None)
+
+        return take_back
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        leaving, self._leaving = self._leaving, {}
+        for cycle, callback in leaving.items():
+            if cycle.disconnected:  # uvicorn's mark: the answer was not complete
+                callback()
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

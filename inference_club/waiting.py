@@ -57,25 +57,34 @@ class OwnerWatch:
     """A watcher task that cancels its owner, the task that made it, when :meth:`_until`
     says so (a client or the hub went away). The owner then asks :meth:`absorb` whether a
     ``CancelledError`` it caught came from here, and stops the watch when done with it.
+
+    ``in_task=False``: no task; something else calls :meth:`_fire` when it is time (a
+    server that tells of a client leaving), and :meth:`_until` is not used.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, in_task: bool = True) -> None:
         owner = asyncio.current_task()
         assert owner is not None, "an OwnerWatch runs inside the task it watches for"
         self._owner = owner
         self.fired = False
-        self._task: asyncio.Task[None] | None = owner.get_loop().create_task(self._run())
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = owner.get_loop().create_task(self._run()) if in_task else None
 
     async def _until(self) -> bool:
         """Return True to cancel the owner (False: end quietly)."""
         raise NotImplementedError
 
     async def _run(self) -> None:
-        if await self._until() and self._task is not None:  # not stopped meanwhile
+        if await self._until():
+            self._fire()
+
+    def _fire(self) -> None:
+        if not (self._stopped or self.fired):
             self.fired = True
             self._owner.cancel()
 
     def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             self._task = None

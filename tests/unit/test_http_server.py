@@ -16,7 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from inference_club.http_server import DELIVERY, HttpProtocol, WebSocketProtocol
+from inference_club.http_server import DELIVERY, DISCONNECT, HttpProtocol, WebSocketProtocol
 from inference_club.testing.servers import serve_app
 from tests.polling import eventually
 
@@ -188,3 +188,35 @@ async def test_without_delivery_a_websocket_reads_through_asgi_as_before() -> No
             for i in range(50):
                 await websocket.send(b"abc" * i)
                 assert await websocket.recv() == (b"abc" * i)[::-1]
+
+
+async def test_a_request_is_told_when_its_client_leaves_before_the_answer_is_complete() -> None:
+    told: list[str] = []
+    answered = asyncio.Event()
+
+    async def route(request: Request) -> Response:
+        name = request.query_params["name"]
+        take_back = request.scope["extensions"][DISCONNECT]["on_disconnect"](lambda: told.append(name))
+        if name == "taken back":
+            take_back()
+        if name == "answered":
+            answered.set()
+            return Response("done")
+        await asyncio.sleep(30)  # the client leaves meanwhile
+        return Response("late")
+
+    app = Starlette(routes=[Route("/wait", route)])
+    async with serve_app(app, http=HttpProtocol, lifespan="off", shutdown_timeout_s=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for name in ("left", "taken back", "answered"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET /wait?name={name.replace(' ', '+')} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            if name == "answered":
+                await answered.wait()
+                assert (await reader.readuntil(b"done")).startswith(b"HTTP/1.1 200")
+            else:
+                await asyncio.sleep(0.2)  # the route has registered
+            writer.close()  # the connection is lost (an answered one stays open until now)
+        await eventually(lambda: told == ["left"])
+        await asyncio.sleep(0.2)
+    assert told == ["left"]

@@ -3,8 +3,9 @@
 Nobody listens for ``http.disconnect`` while a route waits for the provider's first
 byte, so the upstream request would run on; and Starlette's streaming response watches
 for it with a task group of its own. :func:`unless_disconnected` does both with one
-watcher task per request: the work runs in the request's own task, and the watcher
-cancels that task when the client leaves, before the answer starts (the caller gets
+watch per request (with no task of its own under the hub's HTTP protocol, which tells
+of a client leaving): the work runs in the request's own task, and the watch cancels
+that task when the client leaves, before the answer starts (the caller gets
 :class:`ClientDisconnect`) or while a streamed answer is being sent (the stream stops
 quietly, as Starlette's does).
 """
@@ -18,20 +19,31 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from inference_club.http_server import DISCONNECT
 from inference_club.waiting import OwnerWatch
 
 
 class DisconnectWatch(OwnerWatch):
-    """One task reading the request's messages; on ``http.disconnect`` it cancels its owner."""
+    """Cancels its owner when the client leaves: told so by the hub's HTTP protocol
+    (``http_server.DISCONNECT``), or, under another server, by a task reading the
+    request's messages until ``http.disconnect``."""
 
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        super().__init__()
+    def __init__(self, request: Request) -> None:
+        self._receive = request.receive
+        hook = request.scope.get("extensions", {}).get(DISCONNECT)
+        super().__init__(in_task=hook is None)
+        self._unlisten = None if hook is None else hook["on_disconnect"](self._fire)
 
     async def _until(self) -> bool:
         while (await self._receive())["type"] != "http.disconnect":
             pass
         return True
+
+    def stop(self) -> None:
+        super().stop()
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
 
 class WatchedStreamingResponse(Response):
@@ -67,7 +79,7 @@ async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Re
     A streaming response returned by ``work`` comes back wrapped, so the same watch
     covers its body.
     """
-    watch = DisconnectWatch(request.receive)
+    watch = DisconnectWatch(request)
     try:
         result = await work
     except asyncio.CancelledError:

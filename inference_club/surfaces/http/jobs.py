@@ -144,7 +144,7 @@ async def _job_events(request: Request, hub: Hub, principal: Principal, job_id: 
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
     # One watcher task per open stream, not Starlette's task group: idle watchers add up.
-    return WatchedStreamingResponse(response, DisconnectWatch(request.receive))
+    return WatchedStreamingResponse(response, DisconnectWatch(request))
 
 
 def _sse(item: dict[str, Any] | None) -> bytes:

@@ -1,9 +1,14 @@
-"""Work whose client goes away is cancelled: before the answer (ClientDisconnect) and mid-stream (quietly)."""
+"""Work whose client goes away is cancelled: before the answer (ClientDisconnect) and mid-stream (quietly).
+
+Every test runs twice: with a server that tells of the client leaving (the hub's HTTP
+protocol does), and with one that only answers ``http.disconnect`` on ``receive``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 from starlette.background import BackgroundTask
@@ -11,21 +16,52 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Message
 
+from inference_club.http_server import DISCONNECT
 from inference_club.surfaces.http.disconnect import WatchedStreamingResponse, unless_disconnected
+
+_TELLING = [False]  # set per test by the `server` fixture
 
 
 class Client:
-    """The request's receive side: nothing more to read until the client leaves."""
+    """The request's receive side: nothing more to read until the client leaves.
+
+    With a telling server, the request also carries the ``DISCONNECT`` extension, and
+    leaving calls what was registered there.
+    """
 
     def __init__(self) -> None:
         self.gone = asyncio.Event()
+        self.telling = _TELLING[0]
+        self.listeners: list[Callable[[], None]] = []
 
     async def receive(self) -> Message:
         await self.gone.wait()
         return {"type": "http.disconnect"}
 
+    def leave(self) -> None:
+        self.gone.set()
+        for listener in self.listeners:
+            listener()
+
+    def _on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        if self.gone.is_set():
+            callback()
+        else:
+            self.listeners.append(callback)
+        return lambda: self.listeners.remove(callback) if callback in self.listeners else None
+
     def request(self) -> Request:
-        return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, self.receive)
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        if self.telling:
+            scope["extensions"] = {DISCONNECT: {"on_disconnect": self._on_disconnect}}
+        return Request(scope, self.receive)
+
+
+@pytest.fixture(autouse=True, params=["telling", "receive only"])
+def server(request: pytest.FixtureRequest) -> Iterator[None]:
+    _TELLING[0] = request.param == "telling"
+    yield
+    _TELLING[0] = False
 
 
 async def settle() -> None:
@@ -43,7 +79,7 @@ async def test_work_that_ends_first_is_answered_as_is_and_a_later_leave_cancels_
 
     async def handle() -> int:
         assert await unless_disconnected(client.request(), work()) is done
-        client.gone.set()
+        client.leave()
         await settle()
         task = asyncio.current_task()
         assert task is not None
@@ -75,7 +111,7 @@ async def test_a_client_leaving_before_the_answer_cancels_the_work_and_raises_cl
 
     handler = asyncio.create_task(handle())
     await started.wait()
-    client.gone.set()
+    client.leave()
     assert await handler == 0
     assert cancelled.is_set()
 
@@ -105,7 +141,7 @@ async def test_an_error_of_the_work_propagates_and_stops_the_watch() -> None:
     async def handle() -> int:
         with pytest.raises(LookupError):
             await unless_disconnected(client.request(), work())
-        client.gone.set()
+        client.leave()
         await settle()
         task = asyncio.current_task()
         assert task is not None
@@ -176,7 +212,7 @@ async def test_a_client_leaving_mid_stream_stops_the_stream_quietly_without_the_
         async def send(message: Message) -> None:
             if message["type"] == "http.response.body":
                 bodies.append(message.get("body", b""))
-                client.gone.set()  # the client leaves after the first chunk
+                client.leave()  # the client leaves after the first chunk
 
         await response({"type": "http"}, client.receive, send)  # returns, does not raise
         task = asyncio.current_task()
@@ -186,3 +222,25 @@ async def test_a_client_leaving_mid_stream_stops_the_stream_quietly_without_the_
     bodies, cancelling = await asyncio.create_task(handle())
     assert bodies == [b"first"] and cancelling == 0
     assert closed.is_set() and ran == []
+
+
+async def test_under_a_telling_server_the_watch_keeps_no_task() -> None:
+    client = Client()
+    release = asyncio.Event()
+
+    async def work() -> Response:
+        await release.wait()
+        return PlainTextResponse("ok")
+
+    async def handle() -> None:
+        before = len(asyncio.all_tasks())
+        watching = asyncio.create_task(unless_disconnected(client.request(), work()))
+        await settle()
+        # The request's own task, and a watcher task only where the server tells nothing.
+        assert len(asyncio.all_tasks()) == before + 1 + (0 if client.telling else 1)
+        assert len(client.listeners) == (1 if client.telling else 0)
+        release.set()
+        await watching
+        assert client.listeners == []  # taken back once the work was done
+
+    await asyncio.create_task(handle())

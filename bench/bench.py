@@ -536,17 +536,23 @@ async def run(args: argparse.Namespace) -> str:
                 scale_report = scale.report(str(exc), str(exc))
             else:
                 streams = []
-                for path, target in (("direct", direct), ("hub-tunnel", scale_target)):
+                bursts = (
+                    ("direct", direct, None),
+                    ("hub-tunnel", scale_target, None),
+                    ("hub-tunnel", scale_target, 1),
+                )
+                for path, target, max_tokens in bursts:
                     result = await scale.run_streams(
                         path,
                         target,
                         streams=args.scale_streams,
                         chunks=args.scale_chunks,
                         delay_ms=args.scale_delay_ms,
+                        max_tokens=max_tokens,
                     )
                     streams.append(result)
                     print(
-                        f"{args.scale_streams} streams, {path}: errors={result.errors} "
+                        f"{args.scale_streams} streams of {result.chunks} chunks, {path}: errors={result.errors} "
                         f"TTFB p99={pct(result.ttfb, 99):.0f} ms",
                         file=sys.stderr,
                         flush=True,

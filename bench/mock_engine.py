@@ -7,7 +7,9 @@ benchmark's baseline measures the HTTP stack and the client, not the engine.
 - ``GET  /v1/models``: one model.
 - ``POST /v1/chat/completions``: a fixed short answer with usage; with
   ``"stream": true``, ``--chunks`` SSE chunks (no delay between them), a final chunk
-  with ``finish_reason`` and usage, then ``data: [DONE]``.
+  with ``finish_reason`` and usage, then ``data: [DONE]``. A ``max_tokens`` below
+  ``--chunks`` ends the stream after that many content chunks, as an engine stops at
+  its limit.
 
 ``--chunk-delay-ms`` spaces the chunks of a stream (the scale scenarios: many slow
 streams at once), ``--answer-delay-s`` holds every non-streamed answer that long (a
@@ -71,7 +73,8 @@ class MockEngine:
                 "usage": {"prompt_tokens": 12, "completion_tokens": 10, "total_tokens": 22},
             }
         )
-        self.stream_events = self._stream_events(chunks)
+        self.chunks = chunks
+        self._stream_events_by_count = {chunks: self._stream_events(chunks)}
         self.not_found_body = _dumps({"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def _stream_events(self, chunks: int) -> list[bytes]:
@@ -95,6 +98,15 @@ class MockEngine:
         events.append(b"data: [DONE]\n\n")
         return events
 
+    def _events_for(self, max_tokens: object) -> list[bytes]:
+        count = self.chunks
+        if isinstance(max_tokens, int) and 0 < max_tokens < count:
+            count = max_tokens
+        events = self._stream_events_by_count.get(count)
+        if events is None:
+            events = self._stream_events_by_count[count] = self._stream_events(count)
+        return events
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -114,7 +126,8 @@ class MockEngine:
         if method == "POST" and path == "/v1/chat/completions":
             body = await _read_body(receive)
             try:
-                stream = bool(json.loads(body).get("stream")) if body else False
+                request = json.loads(body) if body else {}
+                stream = bool(request.get("stream"))
             except ValueError:
                 await _respond(
                     send, 400, _dumps({"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
@@ -128,7 +141,7 @@ class MockEngine:
                         "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
                     }
                 )
-                for n, chunk in enumerate(self.stream_events):
+                for n, chunk in enumerate(self._events_for(request.get("max_tokens"))):
                     if n and self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -4,7 +4,9 @@
   at once through the hub and one tunnel agent, each ``--scale-chunks`` (50) chunks
   ``--scale-delay-ms`` (20 ms) apart from a mock engine of their own. Recorded: errors,
   TTFB p50/p99, stream time p50/p99, the hub's RSS before, at its peak and after, and
-  the hub's and the agent's CPU.
+  the hub's and the agent's CPU. The same burst once more with one chunk a stream
+  (``max_tokens: 1``) tells a stream's start from its chunks: the hub's CPU per start,
+  and per chunk beyond it.
 - **Idle job-event watchers**: one async job kept running (its engine holds the
   answer), then ``--watchers`` (5,000) clients on ``GET /v1/jobs/{id}/events``, each
   waiting for its first event and then idle. Recorded: the hub's RSS before and with
@@ -52,6 +54,7 @@ class StreamsResult:
     streams: int
     chunks: int
     delay_ms: float
+    max_tokens: int | None = None
     ttfb: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
@@ -106,18 +109,24 @@ async def scale_targets(setup: Setup, *, chunks: int, delay_ms: float, streams: 
 
 
 async def run_streams(
-    path: str, target: Target, *, streams: int, chunks: int, delay_ms: float
+    path: str, target: Target, *, streams: int, chunks: int, delay_ms: float, max_tokens: int | None = None
 ) -> StreamsResult:
+    """``streams`` streams at once; with ``max_tokens`` below ``chunks``, that many chunks each."""
     import bench
 
-    result = StreamsResult(path, streams, chunks, delay_ms)
+    if max_tokens is not None and max_tokens < chunks:
+        chunks = max_tokens
+    result = StreamsResult(path, streams, chunks, delay_ms, max_tokens)
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     client = httpx.AsyncClient(
         transport=Http1Transport(limits=limits, fallback=httpx.AsyncHTTPTransport(limits=limits)),
         timeout=httpx.Timeout(300.0),
         trust_env=False,
     )
-    body = json.dumps({"model": target.model, "messages": bench.MESSAGES, "stream": True}).encode()
+    payload: dict[str, object] = {"model": target.model, "messages": bench.MESSAGES, "stream": True}
+    if max_tokens is not None:
+        payload["max_tokens"] = max_tokens
+    body = json.dumps(payload).encode()
     headers = {"content-type": "application/json"}
     if target.key:
         headers["authorization"] = f"Bearer {target.key}"
@@ -241,29 +250,40 @@ def report(streams: list[StreamsResult] | str | None, watchers: WatchersResult |
         lines += [f"- Streams: unavailable: {streams}", ""]
     elif streams:
         first = streams[0]
+        # The burst with one chunk a stream, if run: what a start costs the hub.
+        starts = next((s for s in streams if s.max_tokens is not None and "hub" in s.cpu_s), None)
+        start_ms = 1000 * starts.cpu_s["hub"] / max(1, len(starts.latencies)) if starts else None
         lines += [
             f"{first.streams:,} streamed chat completions at once, each {first.chunks} chunks "
             f"{first.delay_ms:g} ms apart (a stream alone takes ~{first.chunks * first.delay_ms / 1000:.1f} s): "
             "straight to the mock engine (`direct`, the floor of this machine: load generator and "
-            "engine alone), then through the hub and one tunnel agent (`hub-tunnel`). CPU is each "
-            "process's user + system time during the phase; `client` is the load generator.",
+            "engine alone), then through the hub and one tunnel agent (`hub-tunnel`), then the same "
+            "burst through the hub with one chunk a stream (`max_tokens: 1`): what the starts alone "
+            "cost. CPU is each process's user + system time during the phase; `client` is the load "
+            "generator. Hub CPU *per event* divides by every event sent (the chunks, the first and "
+            "last events and `[DONE]`), starts included; *per start* is the one-chunk burst's CPU "
+            "per stream; *per chunk* is what a stream of the full burst cost beyond its start, "
+            "divided by its chunks beyond the first.",
             "",
-            "| path | streams | done | errors | TTFB p50 ms | TTFB p99 ms | stream p50 s | stream p99 s "
-            "| wall s | hub RSS before MB | peak MB | growth MB | after MB "
-            "| CPU s: hub | agent | engine | client | hub CPU per chunk ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| path | chunks | streams | done | errors | TTFB p50 ms | TTFB p99 ms | stream p50 s "
+            "| stream p99 s | wall s | hub RSS before MB | peak MB | growth MB | after MB "
+            "| CPU s: hub | agent | engine | client | hub CPU ms: per event | per start | per chunk |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in streams:
             done = len(s.latencies)
             hub_cpu = s.cpu_s.get("hub")
             through_hub = hub_cpu is not None
+            per_chunk = ""
+            if through_hub and start_ms is not None and s is not starts and s.chunks > 1 and done:
+                per_chunk = f"{(1000 * (hub_cpu or 0.0) / done - start_ms) / (s.chunks - 1):.3f}"
 
             def cpu(role: str, s: StreamsResult = s) -> str:
                 value = s.cpu_s.get(role)
                 return "" if value is None else f"{value:.1f}"
 
             lines.append(
-                f"| {s.path} | {s.streams:,} | {done:,} | {s.errors} | {fmt(pct(s.ttfb, 50), 1)} "
+                f"| {s.path} | {s.chunks} | {s.streams:,} | {done:,} | {s.errors} | {fmt(pct(s.ttfb, 50), 1)} "
                 f"| {fmt(pct(s.ttfb, 99), 1)} | {fmt(pct(s.latencies, 50) / 1000, 2)} "
                 f"| {fmt(pct(s.latencies, 99) / 1000, 2)} | {s.wall_s:.1f} "
                 + (
@@ -274,9 +294,10 @@ def report(streams: list[StreamsResult] | str | None, watchers: WatchersResult |
                 )
                 + f"| {cpu('hub')} | {cpu('agent')} | {cpu('engine')} | {cpu('client')} "
                 + (
-                    f"| {1000 * (hub_cpu or 0.0) / max(1, done * (s.chunks + 3)):.3f} |"
+                    f"| {1000 * (hub_cpu or 0.0) / max(1, done * (s.chunks + 3)):.3f} "
+                    f"| {f'{start_ms:.2f}' if s is starts and start_ms is not None else ''} | {per_chunk} |"
                     if through_hub
-                    else "|  |"
+                    else "|  |  |  |"
                 )
             )
         lines.append("")

@@ -166,14 +166,7 @@ class ClientLink:
         """Binary messages to ``receiver`` as they are read (a :class:`DeliveringConnection`'s)."""
         if not isinstance(self._ws, DeliveringConnection):
             raise TypeError("this connection cannot deliver: open it with DeliveringConnection")
-        traffic = self.traffic
-
-        def counted(data: bytes) -> None:
-            traffic.received += len(data)
-            traffic.messages_received += 1
-            receiver(data)
-
-        self._ws.receiver = counted
+        self._ws.receiver = self.traffic.counting(receiver)
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (as a network failure would)."""

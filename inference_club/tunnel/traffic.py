@@ -6,6 +6,7 @@ batching tunnel (protocol 3) frames per message shows how much batching saves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -21,6 +22,16 @@ class Traffic:
     messages_sent: int = 0
     frames_received: int = 0
     frames_sent: int = 0
+
+    def counting(self, receiver: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """``receiver``, with each message it is handed counted first (a link's delivery)."""
+
+        def counted(data: bytes) -> None:
+            self.received += len(data)
+            self.messages_received += 1
+            receiver(data)
+
+        return counted
 
     def families(self) -> tuple[tuple[str, str, int, int], ...]:
         """``(name suffix, what it counts, in, out)`` for each total, as metrics name them."""

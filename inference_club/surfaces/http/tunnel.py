@@ -94,14 +94,7 @@ class DeliveringWebSocketLink(WebSocketLink):
         self._deliver_to = deliver_to
 
     def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
-        traffic = self.traffic
-
-        def counted(data: bytes) -> None:
-            traffic.received += len(data)
-            traffic.messages_received += 1
-            receiver(data)
-
-        self._deliver_to(counted)
+        self._deliver_to(self.traffic.counting(receiver))
 
 
 def _link(websocket: WebSocket, traffic: Traffic) -> WebSocketLink:

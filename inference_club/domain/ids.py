@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
+
+from inference_club.domain.randomness import random_bytes
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 
@@ -19,5 +20,5 @@ def _b32(value: int, length: int) -> str:
 def new_id(prefix: str) -> str:
     """A time-ordered id: 10 chars of milliseconds + 16 random chars."""
     millis = int(time.time() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(random_bytes(10), "big")
     return f"{prefix}_{_b32(millis, 10)}{_b32(rand, 16)}"

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference_club.domain.randomness import random_hex
 from inference_club.redact import redact
 from inference_club.services.metrics import HubMetrics, RequestFacts
 
@@ -48,7 +48,7 @@ class RequestObserver:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else "req_" + random_hex(12)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         facts = state["facts"] = RequestFacts()

@@ -39,10 +39,7 @@ class CallbackUrl:
     @property
     def ip(self) -> IPAddress | None:
         """The host as an address when it is a literal, else None (a name to resolve)."""
-        try:
-            return ipaddress.ip_address(self.host)
-        except ValueError:
-            return None
+        return _literal_ip(self.host)
 
     @property
     def netloc(self) -> str:
@@ -56,6 +53,15 @@ class CallbackUrl:
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}{self.base_path}"
+
+
+@lru_cache(maxsize=4096)
+def _literal_ip(host: str) -> IPAddress | None:
+    # Asked on every call to a direct agent; parsing the address each time showed in profiles.
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=4096)

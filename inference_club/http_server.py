@@ -26,7 +26,9 @@ from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
 DISCONNECT = "inference_club.http.disconnect"
@@ -38,11 +40,17 @@ function that takes the callback back.
 """
 
 DELIVERY = "inference_club.websocket.delivery"
-"""The scope extension :class:`WebSocketProtocol` offers: ``{"deliver_to": callable}``.
+"""The scope extension :class:`WebSocketProtocol` offers:
+``{"deliver_to": callable, "send_bytes": coroutine function}``.
 
 ``deliver_to(receiver)`` hands every binary message from then on to ``receiver`` in the
 callback that read it: no ASGI message, queue, task switch or pause of the socket per
 message. Text messages and the end of the connection still come through ``receive``.
+
+``await send_bytes(data)``, once the connection is accepted, sends one binary message
+as an ASGI ``websocket.send`` would (waiting while the socket's buffer is full; raising
+``ClientDisconnected`` once the connection is gone or closing), without the ASGI
+message and the layers it passes.
 """
 
 _STATUS_LINE = b"HTTP/1.1 "
@@ -160,7 +168,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # None when the handshake was refused
         if scope is not None:
-            scope["extensions"][DELIVERY] = {"deliver_to": self.deliver_to}
+            scope["extensions"][DELIVERY] = {"deliver_to": self.deliver_to, "send_bytes": self.send_bytes}
 
     def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
         """Binary messages to ``receiver`` from now on, those already queued first."""
@@ -177,6 +185,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
+
+    async def send_bytes(self, data: bytes) -> None:
+        """One binary message, as ``send({"type": "websocket.send", "bytes": data})``."""
+        if not self.writable.is_set():  # the socket's buffer is full: wait, as uvicorn's send does
+            await self.writable.wait()
+        if not self.handshake_complete or self.initial_response is not None:
+            raise RuntimeError("send_bytes before the WebSocket was accepted")
+        if self.disconnected or self.close_sent:
+            raise ClientDisconnected()
+        try:
+            self.conn.send_binary(data)
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     def send_receive_event_to_app(self) -> None:
         deliver = self._deliver

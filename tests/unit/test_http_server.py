@@ -173,6 +173,70 @@ async def test_a_websocket_route_takes_binary_messages_as_they_are_read() -> Non
     assert through_receive == ["a text message", "websocket.disconnect"]
 
 
+async def test_a_websocket_route_sends_binary_messages_without_asgi() -> None:
+    outcome: dict[str, object] = {}
+    client_left = asyncio.Event()
+
+    async def route(websocket: WebSocket) -> None:
+        send_bytes = websocket.scope["extensions"][DELIVERY]["send_bytes"]
+        try:
+            await send_bytes(b"too early")
+        except RuntimeError as exc:
+            outcome["before accept"] = str(exc)
+        await websocket.accept()
+        await send_bytes(b"one")
+        await websocket.send_bytes(b"two")  # the ASGI way in between keeps the order
+        await send_bytes("ünï".encode())
+        await client_left.wait()
+        try:
+            for _ in range(100):  # the client's close arrives meanwhile
+                await send_bytes(b"after")
+                await asyncio.sleep(0.02)
+        except OSError as exc:
+            outcome["after close"] = type(exc).__name__
+
+    app = Starlette(routes=[WebSocketRoute("/ws", route)])
+    async with serve_app(app, http=HttpProtocol, ws=WebSocketProtocol, lifespan="off") as url:
+        async with connect(url.replace("http://", "ws://") + "/ws") as websocket:
+            assert [await websocket.recv() for _ in range(3)] == [b"one", b"two", "ünï".encode()]
+        client_left.set()
+        await eventually(lambda: "after close" in outcome)
+    assert outcome == {
+        "before accept": "send_bytes before the WebSocket was accepted",
+        "after close": "ClientDisconnected",
+    }
+
+
+async def test_sending_without_asgi_waits_while_the_client_reads_nothing() -> None:
+    message = bytes(range(256)) * 4096  # 1 MiB
+    sent: list[int] = []
+
+    async def route(websocket: WebSocket) -> None:
+        send_bytes = websocket.scope["extensions"][DELIVERY]["send_bytes"]
+        await websocket.accept()
+        for i in range(64):  # far more than the socket buffers hold
+            await send_bytes(message)
+            sent.append(i)
+        await websocket.receive()  # until the client leaves
+
+    app = Starlette(routes=[WebSocketRoute("/ws", route)])
+    async with serve_app(app, http=HttpProtocol, ws=WebSocketProtocol, lifespan="off") as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await asyncio.sleep(0.5)
+        assert 0 < len(sent) < 64  # the route waits for room, not the server's memory
+        frame = b"\x82\x7f" + len(message).to_bytes(8, "big") + message  # unmasked, binary, 64-bit length
+        for _ in range(64):
+            assert await reader.readexactly(len(frame)) == frame
+        assert len(sent) == 64
+        writer.close()
+
+
 async def test_without_delivery_a_websocket_reads_through_asgi_as_before() -> None:
     async def route(websocket: WebSocket) -> None:
         await websocket.accept()

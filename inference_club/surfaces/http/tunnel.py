@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from fastapi import APIRouter, WebSocket
@@ -84,24 +84,35 @@ class WebSocketLink:
 
 
 class DeliveringWebSocketLink(WebSocketLink):
-    """A :class:`WebSocketLink` whose server delivers messages as it reads them (the
-    hub's own WebSocket protocol: ``http_server.DELIVERY``)."""
+    """A :class:`WebSocketLink` on the hub's own WebSocket protocol
+    (``http_server.DELIVERY``): messages are delivered as they are read, and sent
+    without an ASGI message each."""
 
     def __init__(
-        self, websocket: WebSocket, deliver_to: Callable[[Callable[[bytes], None]], None], traffic: Traffic
+        self,
+        websocket: WebSocket,
+        deliver_to: Callable[[Callable[[bytes], None]], None],
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        traffic: Traffic,
     ) -> None:
         super().__init__(websocket, traffic)
         self._deliver_to = deliver_to
+        self._send_bytes = send_bytes
 
     def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
         self._deliver_to(self.traffic.counting(receiver))
 
+    async def send(self, data: bytes) -> None:
+        self.traffic.sent += len(data)
+        self.traffic.messages_sent += 1
+        await self._send_bytes(data)
+
 
 def _link(websocket: WebSocket, traffic: Traffic) -> WebSocketLink:
     delivery = websocket.scope.get("extensions", {}).get(DELIVERY)
-    if delivery is None:  # another server (the tunnel then reads through ASGI)
+    if delivery is None:  # another server (the tunnel then reads and sends through ASGI)
         return WebSocketLink(websocket, traffic)
-    return DeliveringWebSocketLink(websocket, delivery["deliver_to"], traffic)
+    return DeliveringWebSocketLink(websocket, delivery["deliver_to"], delivery["send_bytes"], traffic)
 
 
 @router.websocket("/api/inference/agent/tunnel")

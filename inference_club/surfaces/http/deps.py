@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from functools import lru_cache
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -46,7 +47,37 @@ def request_id(request: Request) -> str:
 
 def base_url(request: Request) -> str:
     configured = get_hub(request).settings.public_url
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
+    if configured:
+        return configured.rstrip("/")
+    scope = request.scope
+    host = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
+    server = scope.get("server")
+    return _base_url(
+        scope.get("scheme", "http"),
+        host,
+        None if server is None else tuple(server),
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
+
+
+@lru_cache(maxsize=256)
+def _base_url(scheme: str, host: bytes | None, server: tuple[Any, ...] | None, root_path: str) -> str:
+    """Starlette's ``request.base_url`` (it judges the Host header), without a copy of the
+    scope and a URL object on every relayed call: it depends on these parts alone."""
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "root_path": root_path,
+        "path": "/",
+        "query_string": b"",
+        "headers": [] if host is None else [(b"host", host)],
+    }
+    return str(Request(scope).base_url).rstrip("/")
 
 
 async def _hub(request: Request) -> Hub:

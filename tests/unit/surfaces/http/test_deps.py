@@ -93,3 +93,46 @@ async def test_links_are_built_on_the_configured_public_url_without_its_trailing
     url: str = answer.json()["url"]
     assert url.startswith("https://club.example/") and not url.startswith("https://club.example//")
     assert "hub.test" not in url
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "server", "root_path"),
+    [
+        ("http", b"hub.example:8080", ("10.0.0.1", 8080), ""),
+        ("https", b"hub.example", ("10.0.0.1", 443), "/club"),
+        ("http", None, ("10.0.0.1", 80), ""),
+        ("http", None, ("10.0.0.1", 8000), "/a/b/"),
+        ("https", None, ("::1", 8443), ""),
+        ("http", None, None, ""),
+        ("http", b"[::1]:9000", ("::1", 9000), ""),
+        ("http", b"evil.example:notaport", ("10.0.0.1", 8080), ""),
+        ("http", b"bad host\x7f", ("10.0.0.1", 8080), ""),
+        ("http", "h\u00fcb.example".encode("latin-1"), ("10.0.0.1", 8080), ""),
+    ],
+)
+async def test_base_url_is_what_starlette_gives(
+    scheme: str, host: bytes | None, server: tuple[str, int] | None, root_path: str
+) -> None:
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from inference_club.surfaces.http.deps import base_url
+
+    headers = [(b"accept", b"*/*")] + ([] if host is None else [(b"host", host)])
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": scheme,
+        "server": None if server is None else list(server),  # servers may hand a list
+        "root_path": root_path,
+        "path": f"{root_path.rstrip('/')}/v1/images/generations",
+        "query_string": b"x=1",
+        "headers": headers,
+        "app": SimpleNamespace(
+            state=SimpleNamespace(hub=SimpleNamespace(settings=SimpleNamespace(public_url="")))
+        ),
+    }
+    expected = str(Request(dict(scope)).base_url).rstrip("/")
+    assert base_url(Request(scope)) == expected
+    assert base_url(Request(scope)) == expected  # and again, from the memo

@@ -150,6 +150,8 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         # 60 s, other replicas' relay client 5 s), so they close first: a request sent on a
         # connection this side is closing fails unretried (a 502 for a POST).
         timeout_keep_alive=75,
+        # No "server: uvicorn": it tells a scanner what to try, and costs every answer a header.
+        server_header=False,
     )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before uvicorn took over the signals
         _serve_until_stopped(config)

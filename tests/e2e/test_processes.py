@@ -95,8 +95,15 @@ def test_hub_agent_llama_and_fake_engine(
 
 
 def test_first_serve_prints_key_once(tmp_path: Path, processes: list[ProcessHandle]) -> None:
+    import httpx
+
     hub = start_hub(tmp_path)
     assert hub.key
+    # What `serve` itself answers: security headers, and no banner naming the server software.
+    answer = httpx.get(f"{hub.url}/v1/models", headers={"Authorization": f"Bearer {hub.key}"}, timeout=30)
+    assert answer.status_code == 200
+    assert "server" not in answer.headers
+    assert answer.headers["x-content-type-options"] == "nosniff" and "date" in answer.headers
     hub.handle.stop()
     again = start_hub(tmp_path, data_dir=hub.data_dir, name="hub-again")
     processes.append(again.handle)

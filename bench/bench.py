@@ -90,6 +90,10 @@ class Target:
     procs: dict[str, Proc] = field(default_factory=dict)  # role -> the process serving it
 
 
+Wrap = Callable[[str, list[str]], list[str]]
+"""A process's role (``hub``, ``agent``) and command → the command to run instead."""
+
+
 @dataclass
 class Setup:
     """Shared pieces (engine, hub) started on first use, and the run's processes."""
@@ -102,6 +106,12 @@ class Setup:
     hub_key: str = ""
     hub_proc: Proc | None = None
     probe: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(trust_env=False))
+    wrap: Wrap | None = None
+    """Rewrites the command of the hub (role ``hub``) and of each agent (``agent``) before
+    it starts: ``bench/instructions.py`` runs them under callgrind."""
+
+    def _command(self, role: str, argv: list[str]) -> list[str]:
+        return argv if self.wrap is None else self.wrap(role, argv)
 
     async def engine(self) -> str:
         if not self.engine_url:
@@ -150,16 +160,19 @@ class Setup:
             data_dir.mkdir()
             proc = self.procs.start(
                 "hub",
-                [
-                    str(VENV_BIN / "inference-club"),
-                    "serve",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    str(data_dir),
-                ],
+                self._command(
+                    "hub",
+                    [
+                        str(VENV_BIN / "inference-club"),
+                        "serve",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--data-dir",
+                        str(data_dir),
+                    ],
+                ),
             )
             key = await read_first_line(proc, 60)
             url = f"http://{HOST}:{port}"
@@ -208,21 +221,24 @@ class Setup:
         )
         proc = self.procs.start(
             name,
-            [
-                str(VENV_BIN / "inference-club"),
+            self._command(
                 "agent",
-                "--hub",
-                hub_url,
-                "--key",
-                key,
-                "--name",
-                name,
-                "--config",
-                str(config),
-                "--log-level",
-                "warning",
-                *transport_args,
-            ],
+                [
+                    str(VENV_BIN / "inference-club"),
+                    "agent",
+                    "--hub",
+                    hub_url,
+                    "--key",
+                    key,
+                    "--name",
+                    name,
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "warning",
+                    *transport_args,
+                ],
+            ),
         )
         await wait_for(
             models_listed(self.probe, hub_url + "/v1/models", key, model), timeout_s=30, proc=proc, what=name

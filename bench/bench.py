@@ -721,6 +721,16 @@ async def tool_run(prefix: str) -> AsyncIterator[tuple[Setup, list[httpx.AsyncCl
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def parse_scenarios(parser: argparse.ArgumentParser, text: str) -> list[Scenario]:
+    """The comma-separated scenarios of ``text``, by name (for the tools beside this one)."""
+    by_name = {s.name: s for s in SCENARIOS}
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        parser.error(f"unknown scenario: {', '.join(unknown)} (known: {', '.join(by_name)})")
+    return [by_name[n] for n in names]
+
+
 def parse_hub_paths(parser: argparse.ArgumentParser, text: str) -> list[str]:
     """The comma-separated hub paths of ``text`` (for the tools beside this one)."""
     paths = [p.strip() for p in text.split(",") if p.strip()]

@@ -146,12 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idle-seconds", type=float, default=10.0, help="how long each process's idle rate is measured"
     )
     args = parser.parse_args(argv)
-    by_name = {s.name: s for s in bench.SCENARIOS}
-    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        parser.error(f"unknown scenario: {', '.join(unknown)} (known: {', '.join(by_name)})")
-    args.scenarios = [by_name[n] for n in names]
+    args.scenarios = bench.parse_scenarios(parser, args.scenarios)
     args.roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     if not args.roles or set(args.roles) - set(ROLES):
         parser.error(f"--roles takes {' and '.join(ROLES)}")

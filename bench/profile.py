@@ -216,12 +216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"scenarios of bench.py to profile, comma-separated (default {DEFAULT_SCENARIOS!r})",
     )
     args = parser.parse_args(argv)
-    by_name = {s.name: s for s in bench.SCENARIOS}
-    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        parser.error(f"unknown scenario: {', '.join(unknown)} (known: {', '.join(by_name)})")
-    args.scenarios = [by_name[n] for n in names]
+    args.scenarios = bench.parse_scenarios(parser, args.scenarios)
     args.paths = bench.parse_hub_paths(parser, args.paths)
     return args
 

@@ -45,6 +45,9 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
+_MEMO_HOST_BYTES = 300  # a DNS name (253) with a port
+
+
 def base_url(request: Request) -> str:
     configured = get_hub(request).settings.public_url
     if configured:
@@ -53,8 +56,10 @@ def base_url(request: Request) -> str:
     host = None
     for name, value in scope["headers"]:
         if name == b"host":
-            host = value
+            host = bytes(value)
             break
+    if host is not None and len(host) > _MEMO_HOST_BYTES:  # no real host is this long: not kept
+        return str(request.base_url).rstrip("/")
     server = scope.get("server")
     return _base_url(
         scope.get("scheme", "http"),

@@ -108,6 +108,7 @@ async def test_links_are_built_on_the_configured_public_url_without_its_trailing
         ("http", b"evil.example:notaport", ("10.0.0.1", 8080), ""),
         ("http", b"bad host\x7f", ("10.0.0.1", 8080), ""),
         ("http", "h\u00fcb.example".encode("latin-1"), ("10.0.0.1", 8080), ""),
+        ("http", b"h" * 5000 + b".example", ("10.0.0.1", 8080), ""),  # too long to keep
     ],
 )
 async def test_base_url_is_what_starlette_gives(

@@ -119,8 +119,10 @@ async def test_an_unsigned_or_badly_signed_call_is_401_and_logged_without_the_si
     answer = await relay(replica, "prov_1", headers)
     assert answer.status_code == 401 and answer.json()["error"]["type"] == "invalid_api_key"
     assert ANSWER_HEADER not in answer.headers
-    [line] = [r.getMessage() for r in caplog.records if r.name == "inference_club.cluster"]
-    assert "relay refused" in line and "prov_1" in line
+    # Only the refusal's line: a slow Redis on a busy machine may add its own warnings.
+    messages = [r.getMessage() for r in caplog.records if r.name == "inference_club.cluster"]
+    [line] = [m for m in messages if "relay refused" in m]
+    assert "prov_1" in line
     if SIGNATURE_HEADER in headers:
         assert headers[SIGNATURE_HEADER] not in line
 

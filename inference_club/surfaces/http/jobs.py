@@ -143,7 +143,8 @@ async def _job_events(request: Request, hub: Hub, principal: Principal, job_id: 
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
-    # One watcher task per open stream, not Starlette's task group: idle watchers add up.
+    # One watch per open stream, not Starlette's task group (no task at all under the
+    # hub's HTTP protocol): idle watchers add up.
     return WatchedStreamingResponse(response, DisconnectWatch(request))
 
 

@@ -53,8 +53,14 @@ def _quiet_uvicorn_denials() -> None:
 class WebSocketLink:
     """The tunnel's :class:`~inference_club.tunnel.mux.Link` over a Starlette WebSocket."""
 
-    def __init__(self, websocket: WebSocket, traffic: Traffic | None = None) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        traffic: Traffic | None = None,
+        send_bytes: Callable[[bytes], Awaitable[None]] | None = None,
+    ) -> None:
         self._ws = websocket
+        self._send_bytes = send_bytes or websocket.send_bytes
         self._gone = False
         self.traffic = traffic if traffic is not None else Traffic()
 
@@ -75,7 +81,7 @@ class WebSocketLink:
     async def send(self, data: bytes) -> None:
         self.traffic.sent += len(data)
         self.traffic.messages_sent += 1
-        await self._ws.send_bytes(data)
+        await self._send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
         if not self._gone:
@@ -95,17 +101,11 @@ class DeliveringWebSocketLink(WebSocketLink):
         send_bytes: Callable[[bytes], Awaitable[None]],
         traffic: Traffic,
     ) -> None:
-        super().__init__(websocket, traffic)
+        super().__init__(websocket, traffic, send_bytes)
         self._deliver_to = deliver_to
-        self._send_bytes = send_bytes
 
     def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
         self._deliver_to(self.traffic.counting(receiver))
-
-    async def send(self, data: bytes) -> None:
-        self.traffic.sent += len(data)
-        self.traffic.messages_sent += 1
-        await self._send_bytes(data)
 
 
 def _link(websocket: WebSocket, traffic: Traffic) -> WebSocketLink:

@@ -14,8 +14,8 @@
   while they sit idle.
 
 Both run after the latency scenarios, on the same hub; the loads are generated in this
-process (the streams with httpx over the hub's own HTTP/1.1 transport, the watchers as
-raw sockets: Python's cost per connection would otherwise be the bottleneck).
+process, both on raw sockets, one connection each (the streams with
+:mod:`stream_client`): httpx's cost per connection would otherwise be the bottleneck.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import httpx
 from processes import group_cpu_s  # sibling modules of bench/
 from report import fmt, pct
+from stream_client import StreamEndpoint, StreamFailed, read_stream
 
-from inference_club.http1 import Http1Transport
 from inference_club.waiting import wait_event
 
 if TYPE_CHECKING:
@@ -117,56 +117,48 @@ async def run_streams(
     if max_tokens is not None and max_tokens < chunks:
         chunks = max_tokens
     result = StreamsResult(path, streams, chunks, delay_ms, max_tokens)
-    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
-    client = httpx.AsyncClient(
-        transport=Http1Transport(limits=limits, fallback=httpx.AsyncHTTPTransport(limits=limits)),
-        timeout=httpx.Timeout(300.0),
-        trust_env=False,
-    )
     payload: dict[str, object] = {"model": target.model, "messages": bench.MESSAGES, "stream": True}
     if max_tokens is not None:
         payload["max_tokens"] = max_tokens
-    body = json.dumps(payload).encode()
     headers = {"content-type": "application/json"}
     if target.key:
         headers["authorization"] = f"Bearer {target.key}"
+    endpoint = StreamEndpoint.for_post(
+        target.base_url + "/chat/completions", json.dumps(payload).encode(), headers
+    )
     pids = {role: proc.popen.pid for role, proc in target.procs.items()}
     hub = pids.get("hub")
 
     async def one() -> None:
-        t0 = time.perf_counter()
         try:
-            ttfb = await bench.one_stream(client, target, body, headers, t0, expected=chunks)
-        except (httpx.HTTPError, bench.BadAnswer) as exc:
+            ttfb, total = await read_stream(endpoint, expected=chunks, timeout_s=300.0)
+        except (OSError, StreamFailed) as exc:
             result.errors += 1
             result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
             return
         result.ttfb.append(ttfb)
-        result.latencies.append(time.perf_counter() - t0)
+        result.latencies.append(total)
 
-    try:
-        await asyncio.gather(*(one() for _ in range(16)))  # warm-up: connections, tunnel, pools
-        result.errors, result.first_error, result.ttfb, result.latencies = 0, "", [], []
-        stop = asyncio.Event()
-        peak = [0.0]
-        sampler = None
-        if hub is not None:
-            result.rss_before = peak[0] = rss_mb(hub)
-            sampler = asyncio.create_task(_sample_peak(hub, peak, stop))
-        cpu = {role: group_cpu_s(pid) for role, pid in pids.items()}
-        client_cpu = time.process_time()
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(streams)))
-        result.wall_s = time.perf_counter() - start
-        result.cpu_s = {role: group_cpu_s(pid) - cpu[role] for role, pid in pids.items()}
-        result.cpu_s["client"] = time.process_time() - client_cpu
-        stop.set()
-        if sampler is not None and hub is not None:
-            await sampler
-            result.rss_peak = peak[0]
-            result.rss_after = rss_mb(hub)
-    finally:
-        await client.aclose()
+    await asyncio.gather(*(one() for _ in range(16)))  # warm-up: the tunnel, the agent's pool
+    result.errors, result.first_error, result.ttfb, result.latencies = 0, "", [], []
+    stop = asyncio.Event()
+    peak = [0.0]
+    sampler = None
+    if hub is not None:
+        result.rss_before = peak[0] = rss_mb(hub)
+        sampler = asyncio.create_task(_sample_peak(hub, peak, stop))
+    cpu = {role: group_cpu_s(pid) for role, pid in pids.items()}
+    client_cpu = time.process_time()
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(streams)))
+    result.wall_s = time.perf_counter() - start
+    result.cpu_s = {role: group_cpu_s(pid) - cpu[role] for role, pid in pids.items()}
+    result.cpu_s["client"] = time.process_time() - client_cpu
+    stop.set()
+    if sampler is not None and hub is not None:
+        await sampler
+        result.rss_peak = peak[0]
+        result.rss_after = rss_mb(hub)
     return result
 
 

@@ -13,6 +13,9 @@ The hub and the agent's direct transport serve with :class:`HttpProtocol`.
 is complete (:data:`DISCONNECT`), so the hub need not keep a task per request reading
 ``receive`` only to hear ``http.disconnect``.
 
+Its :data:`BODY` lets a streamed answer send each part of its body straight to the
+connection, past every middleware that only looks at the head.
+
 The hub's WebSockets (agent tunnels) run on :class:`WebSocketProtocol`: uvicorn's, on the
 socket's own transport once upgraded, and with a way for a route to take each binary
 message as it is read (:data:`DELIVERY`) instead of as an ASGI ``websocket.receive``.
@@ -38,6 +41,25 @@ DISCONNECT = "inference_club.http.disconnect"
 before the request's answer is complete (at once if it already was), and answers a
 function that takes the callback back.
 """
+
+BODY = "inference_club.http.body"
+"""The scope extension :class:`HttpProtocol` offers: ``{"send_body": coroutine function}``.
+
+Once the answer's head is out, ``await send_body(data)`` sends ``data`` as the next part
+of a chunked body, as an ASGI ``http.response.body`` message with ``more_body`` would,
+straight to the connection: no message, and none of the layers it would pass. It waits
+while the socket's buffer is full, and sends nothing once the client has gone (the app
+hears of that through :data:`DISCONNECT`), as uvicorn's ``send`` does. Before the head,
+after the end, or for a body that is not chunked (it has a ``content-length``) it sends
+the ASGI message instead, with the same answer.
+
+A middleware that rewrites bodies must take the extension out of the scope. One that
+counts them finds the bytes sent this way in the answer's last ``http.response.body``
+message, under :data:`BODY_BYTES`.
+"""
+
+BODY_BYTES = "inference_club.body_bytes"
+"""Key of the last body message: how many bytes of the body went out through :data:`BODY`."""
 
 DELIVERY = "inference_club.websocket.delivery"
 """The scope extension :class:`WebSocketProtocol` offers:
@@ -113,7 +135,7 @@ class _HeadHoldingTransport:
 
 class HttpProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` writing through a :class:`_HeadHoldingTransport`, and
-    offering :data:`DISCONNECT` to each request."""
+    offering :data:`DISCONNECT` and :data:`BODY` to each request."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._leaving: dict[RequestResponseCycle, Callable[[], None]] = {}
@@ -127,6 +149,7 @@ class HttpProtocol(HttpToolsProtocol):
                 self._leaving = {c: f for c, f in self._leaving.items() if not c.response_complete}
             extensions = self.scope.setdefault("extensions", {})
             extensions[DISCONNECT] = {"on_disconnect": partial(self._on_disconnect, cycle)}
+            extensions[BODY] = {"send_body": partial(_send_body, cycle)}
 
     def _on_disconnect(self, cycle: RequestResponseCycle, callback: Callable[[], None]) -> Callable[[], None]:
         if cycle.disconnected:
@@ -145,6 +168,22 @@ class HttpProtocol(HttpToolsProtocol):
         for cycle, callback in leaving.items():
             if cycle.disconnected:  # uvicorn's mark: the answer was not complete
                 callback()
+
+
+async def _send_body(cycle: RequestResponseCycle, data: bytes) -> None:
+    """:data:`BODY`'s ``send_body`` for the request of ``cycle``."""
+    if (
+        not cycle.response_started
+        or cycle.response_complete
+        or not cycle.chunked_encoding
+        or cycle.scope["method"] == "HEAD"  # uvicorn sends no body for a HEAD
+    ):
+        await cycle.send({"type": "http.response.body", "body": data, "more_body": True})
+        return
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if data and not cycle.disconnected:
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from ..http_server import HttpProtocol
+from ..http_server import BODY, HttpProtocol
 from ..waiting import OwnerWatch
 from .listener import BackgroundServer, bind_listening_socket
 from .relay import Relay, RelayStreamError, agent_error_response
@@ -165,8 +165,14 @@ class DirectApp:
                         "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
                     }
                 )
-                async for chunk in response.aiter_bytes():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                body_hook = scope.get("extensions", {}).get(BODY)
+                if body_hook is not None:  # the parts straight to the connection (http_server.BODY)
+                    send_body = body_hook["send_body"]
+                    async for chunk in response.aiter_bytes():
+                        await send_body(chunk)
+                else:
+                    async for chunk in response.aiter_bytes():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 watch.finishing = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

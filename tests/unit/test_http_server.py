@@ -16,7 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from inference_club.http_server import DELIVERY, DISCONNECT, HttpProtocol, WebSocketProtocol
+from inference_club.http_server import BODY, DELIVERY, DISCONNECT, HttpProtocol, WebSocketProtocol
 from inference_club.testing.servers import serve_app
 from tests.polling import eventually
 
@@ -284,3 +284,97 @@ async def test_a_request_is_told_when_its_client_leaves_before_the_answer_is_com
         await eventually(lambda: told == ["left"])
         await asyncio.sleep(0.2)
     assert told == ["left"]
+
+
+def _body_app(plan: list[tuple[str, bytes]], head: list[tuple[bytes, bytes]]) -> Any:
+    """A raw ASGI app sending its head, then each part of ``plan`` through ``send_body``
+    (``"body"``) or as an ASGI message (``"asgi"``), then the end."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        send_body = scope["extensions"][BODY]["send_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        for way, data in plan:
+            if way == "body":
+                await send_body(data)
+            else:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_a_chunked_body_sent_past_asgi_arrives_whole_in_order_with_asgi_parts_between() -> None:
+    seen: list[_Recording] = []
+    plan = [("body", b"one,"), ("asgi", b"two,"), ("body", b""), ("body", "thrée".encode())]
+    app = _body_app(plan, [(b"content-type", b"text/plain")])
+    async with (
+        serve_app(app, http=_recording_protocol(seen), lifespan="off") as url,
+        httpx.AsyncClient() as client,
+    ):
+        for _ in range(2):  # and again on the kept-alive connection
+            response = await client.get(f"{url}/")
+            assert response.status_code == 200
+            assert response.headers["transfer-encoding"] == "chunked"
+            assert response.content == "one,two,thrée".encode()
+    [connection] = seen
+    # The held head leaves with the first part; an empty part writes nothing.
+    assert connection.writes[0].startswith(b"HTTP/1.1 200") and connection.writes[0].endswith(
+        b"\r\n4\r\none,\r\n"
+    )
+    assert len(connection.writes) == 2 * 4  # per answer: head and "one,", "two,", "thrée", the end
+
+
+async def test_send_body_for_an_answer_with_a_content_length_goes_the_asgi_way() -> None:
+    app = _body_app([("body", b"abc"), ("body", b"def")], [(b"content-length", b"6")])
+    async with serve_app(app, http=HttpProtocol, lifespan="off") as url, httpx.AsyncClient() as client:
+        response = await client.get(f"{url}/")
+    assert response.headers["content-length"] == "6" and "transfer-encoding" not in response.headers
+    assert response.content == b"abcdef"
+
+
+async def test_send_body_for_a_head_request_sends_no_body() -> None:
+    app = _body_app([("body", b"abc")], [(b"transfer-encoding", b"chunked")])
+    async with serve_app(app, http=HttpProtocol, lifespan="off") as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            received = await reader.read()  # both answers, to the close
+        writer.close()
+    head_answer, get_answer = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert head_answer.endswith(b"\r\n\r\n")  # no body at all after the HEAD's head
+    assert get_answer.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+
+async def test_send_body_waits_while_the_client_reads_nothing_and_stops_sending_once_it_left() -> None:
+    part = bytes(range(256)) * 4096  # 1 MiB
+    sent: list[int] = []
+    finished = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        send_body = scope["extensions"][BODY]["send_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for i in range(64):  # far more than the socket buffers hold
+                await send_body(part)
+                sent.append(i)
+        finally:
+            finished.set()
+
+    async with serve_app(app, http=HttpProtocol, lifespan="off", shutdown_timeout_s=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.5)
+        assert 0 < len(sent) < 64  # the app waits for room, not the server's memory
+        waiting = len(sent)
+        chunk = b"100000\r\n" + part + b"\r\n"
+        for _ in range(waiting):
+            assert await reader.readexactly(len(chunk)) == chunk
+        writer.close()  # gone: what the app still sends goes nowhere, and does not fail
+        async with asyncio.timeout(5):
+            await finished.wait()
+    assert len(sent) == 64

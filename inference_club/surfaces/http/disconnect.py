@@ -13,13 +13,13 @@ quietly, as Starlette's does).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from inference_club.http_server import DISCONNECT
+from inference_club.http_server import BODY, BODY_BYTES, DISCONNECT
 from inference_club.waiting import OwnerWatch
 
 
@@ -61,8 +61,12 @@ class WatchedStreamingResponse(Response):
         self.background = inner.background
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = scope.get("extensions", {}).get(BODY)
         try:
-            await self.inner.stream_response(send)
+            if body is None:
+                await self.inner.stream_response(send)
+            else:
+                await self._stream_past_middleware(send, body["send_body"])
         except asyncio.CancelledError:
             if not self.watch.absorb():
                 raise
@@ -71,6 +75,21 @@ class WatchedStreamingResponse(Response):
             self.watch.stop()
         if self.background is not None:
             await self.background()
+
+    async def _stream_past_middleware(
+        self, send: Send, send_body: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """As ``stream_response``, the body's parts sent with ``BODY``'s ``send_body``: a
+        relayed stream is many small parts, and no middleware of the hub looks at them."""
+        inner = self.inner
+        await send({"type": "http.response.start", "status": inner.status_code, "headers": inner.raw_headers})
+        sent = 0
+        async for chunk in inner.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(inner.charset)
+            sent += len(chunk)
+            await send_body(chunk)
+        await send({"type": "http.response.body", "body": b"", "more_body": False, BODY_BYTES: sent})
 
 
 async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:

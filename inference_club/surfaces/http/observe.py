@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_club.domain.randomness import random_hex
+from inference_club.http_server import BODY_BYTES
 from inference_club.redact import redact
 from inference_club.services.metrics import HubMetrics, RequestFacts
 
@@ -66,7 +67,7 @@ class RequestObserver:
         async def observed_send(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                sent += len(message.get("body", b"")) + message.get(BODY_BYTES, 0)
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]

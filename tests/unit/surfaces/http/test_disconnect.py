@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Message
 
-from inference_club.http_server import DISCONNECT
+from inference_club.http_server import BODY, BODY_BYTES, DISCONNECT
 from inference_club.surfaces.http.disconnect import WatchedStreamingResponse, unless_disconnected
 
 _TELLING = [False]  # set per test by the `server` fixture
@@ -186,6 +186,42 @@ async def test_a_streamed_answer_is_sent_whole_under_the_watch_then_its_backgrou
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 201
     assert (b"x-kind", b"stream") in sent[0]["headers"]
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b"one,two"
+    assert ran == ["background"]
+
+
+async def test_a_streamed_answer_sends_its_parts_with_the_servers_send_body_when_offered() -> None:
+    client = Client()
+    ran: list[str] = []
+    parts: list[bytes] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"one,"
+        yield b"two,"
+        yield b"three"
+
+    async def work() -> Response:
+        return streaming(chunks(), ran)
+
+    async def send_body(data: bytes) -> None:
+        parts.append(data)
+
+    async def handle() -> list[Message]:
+        response = await unless_disconnected(client.request(), work())
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "extensions": {BODY: {"send_body": send_body}}}
+        await response(scope, client.receive, send)
+        return sent
+
+    sent = await asyncio.create_task(handle())
+    assert parts == [b"one,", b"two,", b"three"]
+    start, end = sent  # the head and the end still pass the middleware; the parts do not
+    assert start["type"] == "http.response.start" and start["status"] == 201
+    assert (b"x-kind", b"stream") in start["headers"]
+    assert end == {"type": "http.response.body", "body": b"", "more_body": False, BODY_BYTES: 13}
     assert ran == ["background"]
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from inference_club.http_server import BODY_BYTES
 from inference_club.services.metrics import HubMetrics, RequestFacts
 from inference_club.surfaces.http.observe import RequestObserver
 
@@ -85,6 +86,24 @@ async def test_one_log_line_per_request_with_its_facts_and_never_the_key_prompt_
     assert line["bytes_in"] == 0  # counted by the body limit, which is not in front of this app
     text = repr([r.__dict__ for r in caplog.records])
     assert KEY not in text and PROMPT not in text
+
+
+async def test_bytes_sent_past_the_middleware_are_counted_from_the_last_body_message(
+    metrics: HubMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        # 7 more bytes went out through the server's send_body, unseen here
+        await send({"type": "http.response.body", "body": b"", "more_body": False, BODY_BYTES: 7})
+
+    caplog.set_level(logging.INFO, logger="inference_club.access")
+    transport = httpx.ASGITransport(app=RequestObserver(app, metrics=metrics))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await client.get("/stream")
+    [line] = lines(caplog)
+    assert line["bytes_out"] == 12
+    assert metrics.response_bytes.get(()) == 12
 
 
 async def test_metrics_count_the_route_template_and_status_and_in_flight_returns_to_zero(

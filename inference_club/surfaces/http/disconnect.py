@@ -85,10 +85,14 @@ class WatchedStreamingResponse(Response):
         await send({"type": "http.response.start", "status": inner.status_code, "headers": inner.raw_headers})
         sent = 0
         async for chunk in inner.body_iterator:
-            if not isinstance(chunk, bytes | memoryview):
-                chunk = chunk.encode(inner.charset)
-            sent += len(chunk)
-            await send_body(chunk)
+            if isinstance(chunk, bytes):
+                data = chunk
+            elif isinstance(chunk, memoryview):
+                data = bytes(chunk)
+            else:
+                data = chunk.encode(inner.charset)
+            sent += len(data)
+            await send_body(data)
         await send({"type": "http.response.body", "body": b"", "more_body": False, BODY_BYTES: sent})
 
 

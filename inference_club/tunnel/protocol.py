@@ -465,7 +465,12 @@ class ResponseHead:
             raise ProtocolError("RESPONSE headers must be a list of [name, value] pairs")
         headers: list[tuple[str, str]] = []
         for item in raw:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)):
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], str)
+            ):
                 raise ProtocolError("RESPONSE headers must be a list of [name, value] pairs")
             headers.append((item[0], item[1]))
         return cls(status, headers)

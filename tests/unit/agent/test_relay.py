@@ -205,6 +205,40 @@ async def test_engine_timeout_is_504_agent_error(engine_stub: tuple[EngineStub, 
     assert body["error"]["type"] == "upstream_error"
 
 
+BAD_PATHS = (
+    "/v1/../admin",
+    "/v1/./models",
+    "/v1/models/..",
+    "/v1/models/.",
+    "/v2/models",
+    "/v1x",
+    "v1/models",
+    "/v1/mo dels",
+    "/v1/models\tx",
+    "/v1/models\x00",
+    "/v1/models\x7f",
+    "/v1/models#frag",
+    "/v1/models?q=a b",
+    "/v1/models?q=#",
+)
+GOOD_PATHS = ("/v1", "/v1/models", "/v1/.well-known/x", "/v1/a..b/c.d", "/v1/models?q=../x", "/v1/modèles")
+
+
+async def test_a_path_is_checked_before_anything_is_sent(engine_stub: tuple[EngineStub, str]) -> None:
+    stub, base = engine_stub
+    relay = relay_for(base)
+    try:
+        for path in GOOD_PATHS:
+            response = await relay.open(
+                service_type="llm", model="m1", method="GET", path=path, headers={}, body=chunks()
+            )
+            assert not response.agent_error, path  # on to the engine, whatever it answers
+            await response.aclose()
+    finally:
+        await relay.aclose()
+    assert len(stub.requests) == len(GOOD_PATHS)
+
+
 async def test_unknown_model_or_type_is_404_no_provider(
     engine_stub: tuple[EngineStub, str],
 ) -> None:
@@ -224,16 +258,12 @@ async def test_unknown_model_or_type_is_404_no_provider(
             assert response.status == 404
             assert response.agent_error
             assert body["error"]["type"] == "no_provider"
-        bad = await relay.open(
-            service_type="llm",
-            model="m1",
-            method="GET",
-            path="/v1/../admin",
-            headers={},
-            body=chunks(),
-        )
-        assert (bad.status, bad.agent_error) == (400, True)
-        await bad.aclose()
+        for path in BAD_PATHS:
+            bad = await relay.open(
+                service_type="llm", model="m1", method="GET", path=path, headers={}, body=chunks()
+            )
+            assert (bad.status, bad.agent_error) == (400, True), path
+            await bad.aclose()
     finally:
         await relay.aclose()
     assert stub.requests == []

@@ -137,6 +137,10 @@ def test_request_and_response_heads() -> None:
     assert ResponseHead.from_payload(decode_frame(response.to_frame(5).encode())) == response
     with pytest.raises(ProtocolError):
         ResponseHead.from_payload(Frame(FrameType.RESPONSE, 5, payload=orjson.dumps({"status": 42})))
+    for headers in ({"a": "1"}, [["a"]], [["a", "1", "2"]], [[1, "1"]], [["a", 1]], [["a", None]], ["ab"]):
+        payload = orjson.dumps({"status": 200, "headers": headers})
+        with pytest.raises(ProtocolError, match="RESPONSE headers must be"):
+            ResponseHead.from_payload(Frame(FrameType.RESPONSE, 5, payload=payload))
     with pytest.raises(ProtocolError):
         RequestHead.from_payload(
             Frame(

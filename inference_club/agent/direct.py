@@ -24,6 +24,7 @@ import hmac
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -165,14 +166,11 @@ class DirectApp:
                         "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
                     }
                 )
-                body_hook = scope.get("extensions", {}).get(BODY)
-                if body_hook is not None:  # the parts straight to the connection (http_server.BODY)
-                    send_body = body_hook["send_body"]
-                    async for chunk in response.aiter_bytes():
-                        await send_body(chunk)
-                else:
-                    async for chunk in response.aiter_bytes():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # The parts straight to the connection where the server offers it (http_server.BODY).
+                hook = scope.get("extensions", {}).get(BODY)
+                send_part = hook["send_body"] if hook is not None else partial(_send_part, send)
+                async for chunk in response.aiter_bytes():
+                    await send_part(chunk)
                 watch.finishing = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -345,6 +343,10 @@ def _relay_target(scope: Scope) -> tuple[str, str] | None:
     if query:
         hub_path += "?" + query.decode("latin-1")
     return service_type, hub_path
+
+
+async def _send_part(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 async def _send_json(

@@ -620,12 +620,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     def _release(self, conn: _Connection) -> None:
         self._active -= 1
+        # The parser holds the connection's callbacks: kept, it would make every closed
+        # connection a reference cycle, freed only by a full collection.
+        conn._parser = None
         if (
             conn.reusable
             and not self._closed
             and (self._max_idle is None or self._idle_count < self._max_idle)
         ):
-            conn._parser = None
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.key, []).append(conn)
             self._idle_count += 1

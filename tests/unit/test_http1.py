@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -16,8 +18,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from inference_club import http1
 from inference_club.http1 import Http1Transport, LeanHeaders, request_fields
 from inference_club.testing.servers import serve_app
+from tests.polling import eventually
 
 
 async def _peer(request: Request) -> PlainTextResponse:
@@ -85,11 +89,14 @@ def _app() -> Starlette:
 _TLS = ssl.create_default_context()  # one for the module: loading the CA store is the slow part
 
 
-def _client(max_connections: int = 8, timeout: float = 5.0) -> httpx.AsyncClient:
+def _transport(max_connections: int = 8) -> Http1Transport:
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    fallback = httpx.AsyncHTTPTransport(limits=limits, verify=_TLS)
+    return Http1Transport(limits=limits, fallback=httpx.AsyncHTTPTransport(limits=limits, verify=_TLS))
+
+
+def _client(max_connections: int = 8, timeout: float = 5.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=Http1Transport(limits=limits, fallback=fallback),
+        transport=_transport(max_connections),
         timeout=httpx.Timeout(timeout),
         trust_env=False,
     )
@@ -489,3 +496,40 @@ def test_lean_headers_are_looked_up_as_httpx_does() -> None:
     assert lean.get("x-absent", "-") == "-"
     assert lean.get("x-latin") == "é"  # latin-1, byte for byte
     assert lean.raw == raw
+
+
+async def test_a_connection_it_is_done_with_is_freed_without_the_cyclic_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection's parser holds the connection's callbacks: a closed connection that
+    kept its parser would wait in memory for the next full collection. (Driven through
+    the transport itself: httpx's client makes each response a cycle of its own.)"""
+    connections: list[weakref.ref[http1._Connection]] = []
+
+    class Tracked(http1._Connection):
+        def __init__(self, key: tuple[str, int]) -> None:
+            super().__init__(key)
+            connections.append(weakref.ref(self))
+
+    async def get(transport: Http1Transport, url: str) -> bytes:
+        response = await transport.handle_async_request(httpx.Request("GET", url))
+        try:
+            return b"".join([part async for part in response.stream])  # type: ignore[union-attr]
+        finally:
+            await response.aclose()
+
+    monkeypatch.setattr(http1, "_Connection", Tracked)
+    closing = _Scripted(
+        lambda conn, req: b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
+    )
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        async with closing.serve() as url, _transport() as transport:
+            assert [await get(transport, url) for _ in range(3)] == [b"ok"] * 3  # a connection each
+        async with serve_app(_app()) as url, _transport() as transport:
+            assert (await get(transport, url + "/peer")).isdigit()  # kept alive, closed with the pool
+        await eventually(lambda: len(connections) == 4 and all(c() is None for c in connections))
+    finally:
+        if was_on:
+            gc.enable()

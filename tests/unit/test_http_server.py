@@ -4,7 +4,10 @@ WebSocket protocol (binary messages delivered to the route as they are read)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import gc
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -378,3 +381,44 @@ async def test_send_body_waits_while_the_client_reads_nothing_and_stops_sending_
         async with asyncio.timeout(5):
             await finished.wait()
     assert len(sent) == 64
+
+
+async def test_a_finished_connection_is_freed_without_the_cyclic_collector() -> None:
+    """The extensions in each request's scope hold no strong reference back to the request
+    or the connection: were they a cycle, every connection would wait in memory (its
+    protocol, transport, request and scope) for the next full collection."""
+    protocols: list[weakref.ref[HttpProtocol]] = []
+
+    class Tracked(HttpProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            protocols.append(weakref.ref(self))
+            super().connection_made(transport)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        take_back = scope["extensions"][DISCONNECT]["on_disconnect"](lambda: None)
+        if scope["path"] == "/kept":
+            take_back = None  # an answer that never takes its callback back
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await scope["extensions"][BODY]["send_body"](b"part")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if take_back is not None:
+            take_back()
+
+    with _collector_off():
+        async with serve_app(app, http=Tracked, lifespan="off") as url:
+            for path in ("/", "/kept"):
+                async with httpx.AsyncClient() as client:  # a connection of its own each
+                    for _ in range(2):
+                        assert (await client.get(url + path)).content == b"part"
+            await eventually(lambda: len(protocols) == 2 and all(p() is None for p in protocols))
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()

@@ -262,14 +262,18 @@ async def path_direct(setup: Setup) -> Target:
 
 
 async def path_floor(setup: Setup) -> Target:
-    """Two byte-copying forwarders (``bench/forwarder.py``) where the hub and the agent stand."""
     url = await setup.engine()
     assert setup.engine_proc
-    target = url.split("//", 1)[1].split("/", 1)[0]
-    procs: dict[str, Proc] = {"engine": setup.engine_proc}
+    return await floor_in_front(setup, "", url, setup.engine_proc)
+
+
+async def floor_in_front(setup: Setup, name: str, engine_url: str, engine_proc: Proc) -> Target:
+    """Two byte-copying forwarders (``bench/forwarder.py``) where the hub and the agent stand."""
+    target = engine_url.split("//", 1)[1].split("/", 1)[0]
+    procs: dict[str, Proc] = {"engine": engine_proc}
     for role in ("fwd-2", "fwd-1"):  # the one nearest the engine first
         port, procs[role] = await setup.start_listener(
-            f"forwarder-{role}", [sys.executable, str(BENCH_DIR / "forwarder.py"), "--target", target]
+            f"forwarder{name}-{role}", [sys.executable, str(BENCH_DIR / "forwarder.py"), "--target", target]
         )
         target = f"{HOST}:{port}"
     return Target(f"http://{target}/v1", None, ENGINE_MODEL, procs)
@@ -545,34 +549,38 @@ async def run(args: argparse.Namespace) -> str:
 
             try:
                 print("starting the scale scenarios ...", file=sys.stderr, flush=True)
-                direct, scale_target = await scale.scale_targets(
+                direct, floor, scale_target = await scale.scale_targets(
                     setup, chunks=args.scale_chunks, delay_ms=args.scale_delay_ms, streams=args.scale_streams
                 )
             except Unavailable as exc:
                 scale_report = scale.report(str(exc), str(exc))
             else:
-                streams = []
                 bursts = (
                     ("direct", direct, None),
+                    ("floor", floor, None),
                     ("hub-tunnel", scale_target, None),
+                    ("floor", floor, 1),
                     ("hub-tunnel", scale_target, 1),
                 )
-                for path, target, max_tokens in bursts:
-                    result = await scale.run_streams(
-                        path,
-                        target,
-                        streams=args.scale_streams,
-                        chunks=args.scale_chunks,
-                        delay_ms=args.scale_delay_ms,
-                        max_tokens=max_tokens,
-                    )
-                    streams.append(result)
-                    print(
-                        f"{args.scale_streams} streams of {result.chunks} chunks, {path}: errors={result.errors} "
-                        f"TTFB p99={pct(result.ttfb, 99):.0f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                rounds: list[list[scale.StreamsResult]] = [[] for _ in bursts]
+                for turn in range(args.scale_rounds):
+                    for runs, (path, target, max_tokens) in zip(rounds, bursts, strict=True):
+                        result = await scale.run_streams(
+                            path,
+                            target,
+                            streams=args.scale_streams,
+                            chunks=args.scale_chunks,
+                            delay_ms=args.scale_delay_ms,
+                            max_tokens=max_tokens,
+                        )
+                        runs.append(result)
+                        print(
+                            f"round {turn + 1}: {args.scale_streams} streams of {result.chunks} chunks, "
+                            f"{path}: errors={result.errors} TTFB p99={pct(result.ttfb, 99):.0f} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                streams = [scale.median_round(runs) for runs in rounds]
                 watchers = await scale.run_watchers(scale_target, watchers=args.watchers)
                 print(
                     f"{args.watchers} watchers: connected={watchers.connected} errors={watchers.errors} "
@@ -674,6 +682,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale-chunks", type=int, default=50, help="chunks per stream in the scale scenario"
     )
     parser.add_argument("--scale-delay-ms", type=float, default=20.0, help="pause between those chunks")
+    parser.add_argument(
+        "--scale-rounds",
+        type=int,
+        default=5,
+        help="rounds of the bursts; the report shows each burst's round of median TTFB p99",
+    )
     parser.add_argument("--watchers", type=int, default=5000, help="idle job-event watchers")
     args = parser.parse_args(argv)
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]

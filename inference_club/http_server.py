@@ -5,7 +5,9 @@ wakes up (and, on a small machine, takes the core) once for the head and once mo
 the body: for a relayed answer that is a wake-up per hop for nothing. Here the head is
 held back until the next write of the same connection, and sent with it; when the app
 sends no body in the same step of the event loop (a stream still waiting for its first
-chunk), the head leaves alone at the loop's next turn, as before.
+chunk), the head leaves alone at the loop's next turn, as before. A streamed part sent
+through :data:`BODY` while the head is still held joins it, so a short stream sent in one
+step (head, parts, end) is one write.
 
 The hub and the agent's direct transport serve with :class:`HttpProtocol`.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from weakref import ref
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -77,6 +79,8 @@ message and the layers it passes.
 """
 
 _STATUS_LINE = b"HTTP/1.1 "
+MAX_HELD = 64 * 1024
+"""Bytes a held head gathers at most: more go out at once."""
 
 
 class _HeadHoldingTransport:
@@ -105,6 +109,22 @@ class _HeadHoldingTransport:
             self._loop.call_soon(self._flush)
         else:
             self._transport.write(data)
+
+    def write_part(self, data: bytes) -> None:
+        """A part of a streamed body: it joins a head still held (which leaves at the loop's
+        next turn, or with the next plain write, as before), else it goes now.
+
+        Whatever else the answer sends in the same step then leaves in the same write: a
+        short stream (head, its only part, the end) is one write, not two.
+        """
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+        elif len(held) + len(data) > MAX_HELD:
+            self._held = None
+            self._transport.write(held + data)
+        else:
+            self._held = held + data
 
     def _flush(self) -> None:
         held = self._held
@@ -205,7 +225,7 @@ async def _send_body(cycle_ref: ref[RequestResponseCycle], data: bytes) -> None:
     if cycle.flow.write_paused and not cycle.disconnected:
         await cycle.flow.drain()
     if data and not cycle.disconnected:
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        cast(_HeadHoldingTransport, cycle.transport).write_part(b"%x\r\n%b\r\n" % (len(data), data))
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

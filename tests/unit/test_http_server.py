@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from inference_club.http_server import BODY, DELIVERY, DISCONNECT, HttpProtocol, WebSocketProtocol
+from inference_club.http_server import BODY, DELIVERY, DISCONNECT, MAX_HELD, HttpProtocol, WebSocketProtocol
 from inference_club.testing.servers import serve_app
 from tests.polling import eventually
 
@@ -320,11 +320,32 @@ async def test_a_chunked_body_sent_past_asgi_arrives_whole_in_order_with_asgi_pa
             assert response.headers["transfer-encoding"] == "chunked"
             assert response.content == "one,two,thrée".encode()
     [connection] = seen
-    # The held head leaves with the first part; an empty part writes nothing.
+    # The held head gathers the first part and leaves with the next plain write ("two,"); an
+    # empty part writes nothing; a part after the head left goes at once.
     assert connection.writes[0].startswith(b"HTTP/1.1 200") and connection.writes[0].endswith(
-        b"\r\n4\r\none,\r\n"
+        b"\r\n4\r\none,\r\n4\r\ntwo,\r\n"
     )
-    assert len(connection.writes) == 2 * 4  # per answer: head and "one,", "two,", "thrée", the end
+    assert len(connection.writes) == 2 * 3  # per answer: head with "one," and "two,", "thrée", the end
+
+
+async def test_a_short_stream_sent_in_one_step_is_one_write() -> None:
+    """Head, its parts and the end, all sent before the loop's next turn: the parts join the
+    held head, and the end takes them all out in one write."""
+    seen: list[_Recording] = []
+    app = _body_app(
+        [("body", b"data: 1\n\n"), ("body", b"data: [DONE]\n\n")], [(b"content-type", b"text/event-stream")]
+    )
+    async with (
+        serve_app(app, http=_recording_protocol(seen), lifespan="off") as url,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(f"{url}/")
+    assert response.content == b"data: 1\n\ndata: [DONE]\n\n"
+    [connection] = seen
+    assert len(connection.writes) == 1
+    assert connection.writes[0].startswith(b"HTTP/1.1 200") and connection.writes[0].endswith(
+        b"\r\n0\r\n\r\n"
+    )
 
 
 async def test_send_body_for_an_answer_with_a_content_length_goes_the_asgi_way() -> None:
@@ -422,3 +443,18 @@ def _collector_off() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+async def test_a_held_head_gathers_no_more_than_its_cap() -> None:
+    seen: list[_Recording] = []
+    big = b"x" * (MAX_HELD + 1)
+    app = _body_app([("body", big), ("body", b"tail")], [(b"content-type", b"text/plain")])
+    async with (
+        serve_app(app, http=_recording_protocol(seen), lifespan="off") as url,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(f"{url}/")
+    assert response.content == big + b"tail"
+    [connection] = seen
+    assert connection.writes[0].startswith(b"HTTP/1.1 200") and connection.writes[0].endswith(big + b"\r\n")
+    assert len(connection.writes) == 3  # head with the big part at once, "tail", the end

@@ -24,6 +24,7 @@ import httpx
 
 from ..domain.heartbeat import HeartbeatBody
 from ..netpool import PooledClient
+from ..telemetry.logformat import log_lines_per_turn
 from .config import AgentConfig
 from .direct import DirectServer, SecretBox
 from .discovery import Catalog, Discovery
@@ -301,10 +302,11 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         installed.append(sig)
 
     runner = AgentRunner(config)
-    try:
-        await runner.start()
-        await stop.wait()
-    finally:
-        for s in installed:
-            loop.remove_signal_handler(s)
-        await runner.stop()
+    with log_lines_per_turn(loop):
+        try:
+            await runner.start()
+            await stop.wait()
+        finally:
+            for s in installed:
+                loop.remove_signal_handler(s)
+            await runner.stop()

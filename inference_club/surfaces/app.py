@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +36,7 @@ from inference_club.surfaces.http.fast_path import HubApp
 from inference_club.surfaces.http.middleware import BodyLimitMiddleware, TrailingSlashMiddleware
 from inference_club.surfaces.http.observe import RequestObserver
 from inference_club.surfaces.http.security_headers import SecurityHeadersMiddleware
-from inference_club.telemetry.logformat import configure_logging
+from inference_club.telemetry.logformat import configure_logging, log_lines_per_turn
 
 DESCRIPTION = """\
 An OpenAI-compatible hub in front of model servers that run on your own machines.
@@ -61,12 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = build_hub(settings)
         hub_metrics.attach(hub)
-        await hub.start()
-        app.state.hub = hub
-        try:
-            yield
-        finally:
-            await hub.stop()
+        with log_lines_per_turn(asyncio.get_running_loop()):
+            await hub.start()
+            app.state.hub = hub
+            try:
+                yield
+            finally:
+                await hub.stop()
 
     app = HubApp(
         title="inference-club",

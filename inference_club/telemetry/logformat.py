@@ -9,9 +9,13 @@ factory of :mod:`inference_club.redact` scrubs messages and arguments.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -117,6 +121,85 @@ def configure_logging(level: str, log_format: str, *, stream: Any = None) -> Non
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root.setLevel(level.upper())
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = TurnBatchingHandler(stream or sys.stderr)
     handler.setFormatter(formatter(log_format))
     root.addHandler(handler)
+
+
+class TurnBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines logged in one turn of its event loop together.
+
+    Every relayed call logs a line; written one by one, each is a system call of its own on
+    the hot path. While a loop is attached (:func:`log_lines_per_turn`), a line logged in
+    the loop's thread waits for the loop's next turn, when all lines of the turn leave in
+    one write. A record at WARNING or above, one from another thread, and every record
+    while no loop is attached are written at once, after the lines still waiting (the
+    order is kept). Lines waiting when the process exits are written by
+    :func:`logging.shutdown`.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Gather the lines logged in ``loop``'s thread (the caller's) per turn of ``loop``."""
+        with self.lock:  # type: ignore[union-attr]
+            self._loop = loop
+            self._thread = threading.get_ident()
+
+    def detach(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._loop = None
+            self._thread = 0
+        self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = self._loop
+        if (
+            loop is None
+            or record.levelno >= logging.WARNING
+            or threading.get_ident() != self._thread
+            or loop.is_closed()
+        ):
+            self._write_waiting()
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if not self._waiting:
+            loop.call_soon(self.flush)
+        self._waiting.append(line)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+            super().flush()
+
+    def _write_waiting(self) -> None:
+        """Write the lines waiting; the caller holds the handler's lock."""
+        if self._waiting:
+            lines, self._waiting = self._waiting, []
+            try:
+                self.stream.write(self.terminator.join(lines) + self.terminator)
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": lines[0]}))
+
+
+@contextlib.contextmanager
+def log_lines_per_turn(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While inside, the root logger's :class:`TurnBatchingHandler` (if it has one) writes
+    the lines logged in ``loop``'s thread once per turn of ``loop``."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, TurnBatchingHandler)]
+    for handler in handlers:
+        handler.attach(loop)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import sys
@@ -9,7 +10,13 @@ from typing import Any
 
 import orjson
 
-from inference_club.telemetry.logformat import JsonFormatter, TextFormatter, configure_logging
+from inference_club.telemetry.logformat import (
+    JsonFormatter,
+    TextFormatter,
+    TurnBatchingHandler,
+    configure_logging,
+    log_lines_per_turn,
+)
 
 
 def record(
@@ -112,3 +119,93 @@ def test_text_lines_are_the_standard_formats_whichever_way_they_are_made() -> No
         failed = record("failed", fields={"status": 500}, exc_info=sys.exc_info())
     text = formatter.format(failed)  # the exception takes the generic way, fields included
     assert "failed status=500\nTraceback" in text and text.endswith("ValueError: boom")
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def _batching(stream: _Writes) -> tuple[logging.Logger, TurnBatchingHandler]:
+    handler = TurnBatchingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"inference_club.test.batching.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.handlers = [handler]
+    return logger, handler
+
+
+async def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_write() -> None:
+    stream = _Writes()
+    logger, handler = _batching(stream)
+    handler.attach(asyncio.get_running_loop())
+    logger.info("one")
+    logger.info("two")
+    assert stream.writes == []  # not yet: the loop's turn is not over
+    await asyncio.sleep(0)
+    assert stream.writes == ["one\ntwo\n"]
+    logger.info("three")
+    await asyncio.sleep(0)
+    assert stream.writes == ["one\ntwo\n", "three\n"]
+    handler.detach()
+
+
+async def test_a_warning_goes_at_once_after_the_lines_still_waiting() -> None:
+    stream = _Writes()
+    logger, handler = _batching(stream)
+    handler.attach(asyncio.get_running_loop())
+    logger.info("first")
+    logger.warning("then a warning")
+    assert stream.getvalue() == "first\nthen a warning\n"
+    handler.detach()
+
+
+async def test_lines_from_another_thread_go_at_once_and_detach_writes_what_waits() -> None:
+    stream = _Writes()
+    logger, handler = _batching(stream)
+    handler.attach(asyncio.get_running_loop())
+    logger.info("in the loop")
+    await asyncio.to_thread(logger.info, "from a thread")
+    # The thread's line went at once, after the loop's line that was waiting.
+    assert stream.getvalue() == "in the loop\nfrom a thread\n"
+    logger.info("last")
+    handler.detach()  # as the hub's lifespan ends
+    assert stream.getvalue().endswith("last\n")
+    logger.info("no loop attached")
+    assert stream.getvalue().endswith("no loop attached\n")
+
+
+def test_log_lines_per_turn_attaches_the_root_handler_it_installed() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved_flags = {name: getattr(logging, name) for name in flags}
+    root.handlers = []
+    stream = _Writes()
+    try:
+        configure_logging("info", "text", stream=stream)
+        [handler] = root.handlers
+        assert isinstance(handler, TurnBatchingHandler)
+
+        async def serve() -> None:
+            with log_lines_per_turn(asyncio.get_running_loop()):
+                logging.getLogger("inference_club.test").info("a")
+                logging.getLogger("inference_club.test").info("b")
+                assert stream.writes == []
+                await asyncio.sleep(0)
+                assert len(stream.writes) == 1
+
+        asyncio.run(serve())
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+        for name, value in saved_flags.items():
+            setattr(logging, name, value)

@@ -32,7 +32,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ..waiting import wait_event
 from .protocol import (
@@ -64,6 +64,7 @@ __all__ = ["ConnectionLost", "Link", "Mux", "Stream", "StreamReset", "StreamUnav
 log = logging.getLogger("inference_club.tunnel")
 
 MAX_QUEUED_DATA = 2 * 1024 * 1024
+_SENT = 0  # type byte of a queued first body frame once the writer took it (no frame type is 0)
 """Outbound body bytes queued per connection before writers wait for the socket."""
 MAX_QUEUED_CONTROL = 100_000
 MAX_BATCH = 256 * 1024
@@ -131,6 +132,9 @@ class Stream:
         self.max_buffered = 0
         self._remote_ended = False
         self._local_ended = False
+        self._data_frames = 0  # DATA frames of this stream queued so far
+        # The first, while it may still wait with the control frames (see Mux._enqueue_data).
+        self._first_data: bytearray | None = None
         self._error: StreamReset | None = None
         self._loop = mux.loop
         # The one reader's wait, when it waits: a bare future costs less than an Event per chunk.
@@ -183,7 +187,7 @@ class Stream:
             await self._mux._room()
             self._raise_if_failed()
             n = min(len(view), self._send_credit, self._mux.max_data)
-            self._mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.NONE, bytes(view[:n])))
+            self._queue_data(Frame(FrameType.DATA, self.id, Flag.NONE, bytes(view[:n])))
             self._send_credit -= n
             view = view[n:]
 
@@ -204,14 +208,22 @@ class Stream:
             return False
         self._local_ended = True
         self._send_credit -= len(data)
-        mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.END, data))
+        self._queue_data(Frame(FrameType.DATA, self.id, Flag.END, data))
         return True
+
+    def _queue_data(self, frame: Frame) -> None:
+        self._data_frames += 1
+        self._first_data = self._mux._enqueue_data(frame, first=self._data_frames == 1)
 
     def end(self) -> None:
         """Mark this side's body complete."""
         if self._local_ended or self._error is not None:
             return
         self._local_ended = True
+        first, self._first_data = self._first_data, None
+        if first is not None and first[0] == FrameType.DATA:  # not sent yet: it carries the end
+            first[1] |= END_BIT
+            return
         self._mux._enqueue_data(Frame(FrameType.DATA, self.id, Flag.END))
 
     def reset(self, code: str = ResetCode.CANCEL, message: str = "", *, after_data: bool = False) -> None:
@@ -375,7 +387,7 @@ class Mux:
         self.streams: dict[int, Stream] = {}
         self._next_id = 1
         self._last_remote_id = 0
-        self._control: deque[bytes] = deque()
+        self._control: deque[bytes | bytearray] = deque()
         self._data: deque[bytes] = deque()
         self._queued_data = 0
         self.loop = asyncio.get_running_loop()
@@ -548,7 +560,13 @@ class Mux:
     def _take_frame(self) -> bytes:
         """The next frame to send: control frames first, then body frames in their order."""
         if self._control:
-            return self._control.popleft()
+            frame = self._control.popleft()
+            if isinstance(frame, bytearray):  # a stream's first body frame (see _enqueue_data)
+                self._queued_data -= len(frame)
+                sent = bytes(frame)
+                frame[0] = _SENT
+                return sent
+            return frame
         data = self._data.popleft()
         self._queued_data -= len(data)
         return self._merge_data(data, self.max_data) if self._data else data
@@ -560,10 +578,14 @@ class Mux:
         control frame waits (a stream's ``OPEN`` precedes its ``DATA``); ``DATA`` frames of
         one stream queued together are merged as they are when sent one by one.
         """
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
+        firsts: list[bytearray] = []
         size = 0
         while self._control and (not parts or size + len(self._control[0]) <= limit):
             frame = self._control.popleft()
+            if isinstance(frame, bytearray):  # a stream's first body frame (see _enqueue_data)
+                self._queued_data -= len(frame)
+                firsts.append(frame)
             parts.append(frame)
             size += len(frame)
         while self._data and not self._control and (not parts or size + len(self._data[0]) <= limit):
@@ -575,7 +597,12 @@ class Mux:
             parts.append(frame)
             size += len(frame)
         self._traffic.frames_sent += len(parts)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if not firsts:
+            return cast(bytes, parts[0]) if len(parts) == 1 else b"".join(parts)
+        batch = b"".join(parts)
+        for first in firsts:
+            first[0] = _SENT  # its stream's end can no longer ride on it
+        return batch
 
     def _merge_data(self, first: bytes, max_payload: int) -> bytes:
         """``first`` and the ``DATA`` frames of the same stream queued right after it, as one.
@@ -711,15 +738,35 @@ class Mux:
         self._control.append(self._check_size(frame))
         self._wake_writer()
 
-    def _enqueue_data(self, frame: Frame) -> None:
+    def _enqueue_data(self, frame: Frame, *, first: bool = False) -> bytearray | None:
+        """Queue a body frame; a stream's ``first`` one goes with the control frames.
+
+        Its head (``OPEN`` or ``RESPONSE``) is a control frame, queued just before: the
+        two then leave in one message, where the body would otherwise wait behind every
+        other stream's queued body bytes, and the peer wake once for the pair instead of
+        twice. A request's body arrives with its ``OPEN``, an answer's first bytes with
+        its head. Later frames keep to the body queue, which leaves only after every
+        control frame, so a stream's frames keep their order. The frame still counts
+        toward :data:`MAX_QUEUED_DATA` until it leaves. (One frame per message, before
+        the batching protocol, keeps the plain order.)
+
+        Returns that first frame as queued, while its stream's end may still be marked on
+        it (:meth:`Stream.end`): its type byte becomes ``_SENT`` once it is on its way.
+        """
         if self.closed:
-            return
+            return None
         data = self._check_size(frame)
-        self._data.append(data)
+        queued = None
+        if first and self.batch_size:
+            queued = bytearray(data)
+            self._control.append(queued)
+        else:
+            self._data.append(data)
         self._queued_data += len(data)
         if self._queued_data >= MAX_QUEUED_DATA:
             self._room_free.clear()
         self._wake_writer()
+        return queued
 
     def _wake_writer(self) -> None:
         waiter = self._writer_wait

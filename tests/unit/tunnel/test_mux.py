@@ -497,8 +497,11 @@ async def test_frames_of_many_streams_share_one_send_only_on_a_batching_tunnel(p
         assert [await read_all(s) for s in accepted] == [bytes([i]) * 100 for i in range(50)]
         messages = pair.hub_link.sent[before:]
         frames = frames_in(messages)
-        # 50 OPEN, then each stream's DATA merged with its END.
-        assert [f.type for f in frames] == [FrameType.OPEN] * 50 + [FrameType.DATA] * 50
+        if protocol >= 3:  # each stream's OPEN, then its one DATA with its END on it
+            assert [f.type for f in frames] == [FrameType.OPEN, FrameType.DATA] * 50
+        else:  # 50 OPEN, then each stream's DATA merged with its END
+            assert [f.type for f in frames] == [FrameType.OPEN] * 50 + [FrameType.DATA] * 50
+        assert all(f.end for f in frames if f.type is FrameType.DATA)
         assert len(messages) == (1 if protocol >= 3 else 100)
         if protocol < 3:
             assert [decode_frame(m) for m in messages] == frames
@@ -611,3 +614,48 @@ async def test_a_batch_on_an_older_tunnel_is_a_protocol_error() -> None:
         await eventually(lambda: pair.agent.closed)
         assert pair.agent.close_code == CloseCode.PROTOCOL_ERROR
         assert "does not match" in pair.agent.close_reason
+
+
+async def test_a_streams_first_body_frame_overtakes_body_frames_queued_before_it() -> None:
+    """A stream's first body frame leaves with the control frames (right after its head),
+    so a new request's body or an answer's first bytes never wait behind the body bytes
+    other streams queued; the rest of a body keeps to the body queue, in order."""
+    async with running_pair(protocol=3, window=65536, send_max_frame=1024, recv_max_frame=1024) as pair:
+        await eventually(lambda: pair.hub.messages_sent > 0)
+        before = len(pair.hub_link.sent)
+        first = open_request(pair.hub)
+        await first.write(b"a" * 5000)  # five frames, queued without yielding
+        second = open_request(pair.hub)
+        await second.write(b"b" * 10)
+        first.end()
+        second.end()
+        accepted = await pair.accepted(2)
+        assert [await read_all(s) for s in accepted] == [b"a" * 5000, b"b" * 10]
+        frames = frames_in(pair.hub_link.sent[before:])
+        assert [(f.type, f.stream_id) for f in frames[:5]] == [
+            (FrameType.OPEN, first.id),
+            (FrameType.DATA, first.id),
+            (FrameType.OPEN, second.id),
+            (FrameType.DATA, second.id),
+            (FrameType.DATA, first.id),
+        ]
+        assert frames[3].end  # the second stream's end rode on its only frame
+        assert pair.hub._queued_data == 0  # the first frames counted until they left
+
+
+async def test_a_streams_end_is_a_frame_of_its_own_once_its_first_body_frame_left() -> None:
+    async with running_pair(protocol=3) as pair:
+        await eventually(lambda: pair.hub.messages_sent > 0)
+        before = len(pair.hub_link.sent)
+        stream = open_request(pair.hub)
+        await stream.write(b"x")
+        await eventually(lambda: len(pair.hub_link.sent) > before)  # OPEN and the byte are out
+        stream.end()
+        [accepted] = await pair.accepted(1)
+        assert await read_all(accepted) == b"x"
+        frames = frames_in(pair.hub_link.sent[before:])
+        assert [(f.type, f.end) for f in frames] == [
+            (FrameType.OPEN, False),
+            (FrameType.DATA, False),
+            (FrameType.DATA, True),
+        ]

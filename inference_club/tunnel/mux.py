@@ -121,7 +121,8 @@ class Stream:
         self.id = stream_id
         self._mux = mux
         self._send_credit = send_credit
-        self._credit_changed = asyncio.Event()
+        # Made when a writer first runs out of credit: most streams never do.
+        self._credit_changed: asyncio.Event | None = None
         self._recv_window = recv_window
         self._recv_credit = recv_window
         self._ack_threshold = max(1, recv_window // 4)
@@ -181,6 +182,8 @@ class Stream:
         while view:
             self._raise_if_failed()
             if self._send_credit <= 0:
+                if self._credit_changed is None:
+                    self._credit_changed = asyncio.Event()
                 self._credit_changed.clear()
                 await self._credit_changed.wait()
                 continue
@@ -321,14 +324,16 @@ class Stream:
         self._send_credit += increment
         if self._send_credit > _MAX_CREDIT:
             raise ProtocolError(f"stream {self.id}: credit overflow")
-        self._credit_changed.set()
+        if self._credit_changed is not None:
+            self._credit_changed.set()
 
     def _fail(self, error: StreamReset) -> None:
         if self._error is not None:
             return
         self._error = error
         self._wake_reader()
-        self._credit_changed.set()
+        if self._credit_changed is not None:
+            self._credit_changed.set()
         if not self.head.done():
             self.head.set_exception(error)
             self.head.exception()  # retrieved: nobody may be waiting for it

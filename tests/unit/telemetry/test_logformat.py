@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -77,23 +79,32 @@ def test_configure_logging_leaves_a_configured_root_alone() -> None:
         root.setLevel(level)
 
 
-def test_configure_logging_installs_the_format_on_a_bare_root() -> None:
+_RECORD_FLAGS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
+
+@contextlib.contextmanager
+def _bare_root() -> Iterator[logging.Logger]:
+    """The root logger with no handlers; its handlers, level and logging's flags restored after."""
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level
-    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
-    saved_flags = {name: getattr(logging, name) for name in flags}
+    saved_flags = {name: getattr(logging, name) for name in _RECORD_FLAGS}
     root.handlers = []
-    out = io.StringIO()
     try:
-        configure_logging("info", "json", stream=out)
-        logging.getLogger("inference_club.test").info("hello", extra={"fields": {"request_id": "r1"}})
-        # What no line prints is not gathered for each record.
-        assert not any(getattr(logging, name) for name in flags)
+        yield root
     finally:
         root.handlers = saved
         root.setLevel(level)
         for name, value in saved_flags.items():
             setattr(logging, name, value)
+
+
+def test_configure_logging_installs_the_format_on_a_bare_root() -> None:
+    out = io.StringIO()
+    with _bare_root():
+        configure_logging("info", "json", stream=out)
+        logging.getLogger("inference_club.test").info("hello", extra={"fields": {"request_id": "r1"}})
+        # What no line prints is not gathered for each record.
+        assert not any(getattr(logging, name) for name in _RECORD_FLAGS)
     assert orjson.loads(out.getvalue())["request_id"] == "r1"
 
 
@@ -133,20 +144,21 @@ class _Writes(io.StringIO):
         return super().write(text)
 
 
-def _batching(stream: _Writes) -> tuple[logging.Logger, TurnBatchingHandler]:
+def _batching() -> tuple[_Writes, logging.Logger, TurnBatchingHandler]:
+    """A logger of its own writing through a handler attached to the running loop."""
+    stream = _Writes()
     handler = TurnBatchingHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(f"inference_club.test.batching.{id(stream)}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     logger.handlers = [handler]
-    return logger, handler
+    handler.attach(asyncio.get_running_loop())
+    return stream, logger, handler
 
 
 async def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_write() -> None:
-    stream = _Writes()
-    logger, handler = _batching(stream)
-    handler.attach(asyncio.get_running_loop())
+    stream, logger, handler = _batching()
     logger.info("one")
     logger.info("two")
     assert stream.writes == []  # not yet: the loop's turn is not over
@@ -159,9 +171,7 @@ async def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_write() -> None
 
 
 async def test_a_warning_goes_at_once_after_the_lines_still_waiting() -> None:
-    stream = _Writes()
-    logger, handler = _batching(stream)
-    handler.attach(asyncio.get_running_loop())
+    stream, logger, handler = _batching()
     logger.info("first")
     logger.warning("then a warning")
     assert stream.getvalue() == "first\nthen a warning\n"
@@ -169,9 +179,7 @@ async def test_a_warning_goes_at_once_after_the_lines_still_waiting() -> None:
 
 
 async def test_lines_from_another_thread_go_at_once_and_detach_writes_what_waits() -> None:
-    stream = _Writes()
-    logger, handler = _batching(stream)
-    handler.attach(asyncio.get_running_loop())
+    stream, logger, handler = _batching()
     logger.info("in the loop")
     await asyncio.to_thread(logger.info, "from a thread")
     # The thread's line went at once, after the loop's line that was waiting.
@@ -184,13 +192,8 @@ async def test_lines_from_another_thread_go_at_once_and_detach_writes_what_waits
 
 
 def test_log_lines_per_turn_attaches_the_root_handler_it_installed() -> None:
-    root = logging.getLogger()
-    saved, level = list(root.handlers), root.level
-    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
-    saved_flags = {name: getattr(logging, name) for name in flags}
-    root.handlers = []
     stream = _Writes()
-    try:
+    with _bare_root() as root:
         configure_logging("info", "text", stream=stream)
         [handler] = root.handlers
         assert isinstance(handler, TurnBatchingHandler)
@@ -204,8 +207,3 @@ def test_log_lines_per_turn_attaches_the_root_handler_it_installed() -> None:
                 assert len(stream.writes) == 1
 
         asyncio.run(serve())
-    finally:
-        root.handlers = saved
-        root.setLevel(level)
-        for name, value in saved_flags.items():
-            setattr(logging, name, value)

@@ -67,11 +67,10 @@ class StreamsResult:
     """CPU seconds per process role during the measured phase (``client``: this process)."""
     round_p99s: list[float] = field(default_factory=list)
     """TTFB p99 (ms) of every round of this burst, in their order (see :func:`median_round`)."""
-    errors_all_rounds: int = 0
 
 
 def median_round(runs: list[StreamsResult]) -> StreamsResult:
-    """The round of median TTFB p99 of one burst, with every round's p99 and errors.
+    """The round of median TTFB p99 of one burst, with every round's p99 and the errors of all.
 
     The same burst's p99 moves by up to 5x between rounds here with no hub on the path
     (``floor``): at times a batch of streams gets its first byte up to a second late,
@@ -81,7 +80,7 @@ def median_round(runs: list[StreamsResult]) -> StreamsResult:
     ordered = sorted(runs, key=lambda run: pct(run.ttfb, 99) if run.ttfb else float("inf"))
     chosen = ordered[(len(ordered) - 1) // 2]
     chosen.round_p99s = [pct(run.ttfb, 99) for run in runs]
-    chosen.errors_all_rounds = sum(run.errors for run in runs)
+    chosen.errors = sum(run.errors for run in runs)
     chosen.first_error = next((run.first_error for run in runs if run.first_error), "")
     chosen.rss_before = runs[0].rss_before
     chosen.rss_peak = max(run.rss_peak for run in runs)
@@ -310,7 +309,7 @@ def report(streams: list[StreamsResult] | str | None, watchers: WatchersResult |
                 return "" if value is None else f"{value:.1f}"
 
             lines.append(
-                f"| {s.path} | {s.chunks} | {s.streams:,} | {done:,} | {s.errors_all_rounds or s.errors} "
+                f"| {s.path} | {s.chunks} | {s.streams:,} | {done:,} | {s.errors} "
                 f"| {fmt(pct(s.ttfb, 50), 1)} | {fmt(pct(s.ttfb, 99), 1)} "
                 f"| {', '.join(f'{p99:.0f}' for p99 in s.round_p99s)} | {fmt(pct(s.latencies, 50) / 1000, 2)} "
                 f"| {fmt(pct(s.latencies, 99) / 1000, 2)} | {s.wall_s:.1f} "

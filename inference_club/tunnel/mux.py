@@ -64,8 +64,8 @@ __all__ = ["ConnectionLost", "Link", "Mux", "Stream", "StreamReset", "StreamUnav
 log = logging.getLogger("inference_club.tunnel")
 
 MAX_QUEUED_DATA = 2 * 1024 * 1024
-_SENT = 0  # type byte of a queued first body frame once the writer took it (no frame type is 0)
 """Outbound body bytes queued per connection before writers wait for the socket."""
+_SENT = 0  # type byte of a queued first body frame once the writer took it (no frame type is 0)
 MAX_QUEUED_CONTROL = 100_000
 MAX_BATCH = 256 * 1024
 """Bytes of frames per WebSocket message on a batching tunnel (never more than the peer's ``max_frame``)."""
@@ -133,7 +133,7 @@ class Stream:
         self.max_buffered = 0
         self._remote_ended = False
         self._local_ended = False
-        self._data_frames = 0  # DATA frames of this stream queued so far
+        self._data_queued = False  # a DATA frame of this stream was queued
         # The first, while it may still wait with the control frames (see Mux._enqueue_data).
         self._first_data: bytearray | None = None
         self._error: StreamReset | None = None
@@ -215,8 +215,9 @@ class Stream:
         return True
 
     def _queue_data(self, frame: Frame) -> None:
-        self._data_frames += 1
-        self._first_data = self._mux._enqueue_data(frame, first=self._data_frames == 1)
+        first = not self._data_queued
+        self._data_queued = True
+        self._first_data = self._mux._enqueue_data(frame, first=first)
 
     def end(self) -> None:
         """Mark this side's body complete."""

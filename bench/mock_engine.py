@@ -1,19 +1,27 @@
 """A minimal, fast OpenAI-compatible engine for benchmarks.
 
-Raw ASGI under uvicorn (uvloop + httptools, no access log). Every answer is built
-once at start-up, so a request costs little more than reading its body: the
-benchmark's baseline measures the HTTP stack and the client, not the engine.
+An HTTP/1.1 server written straight on asyncio's protocols (uvloop, httptools' parser;
+keep-alive, content-length or chunked request bodies). Every answer is built once at
+start-up and written with ``transport.write``, so a request costs little more than
+parsing it: the benchmark's baseline measures the HTTP stack and the client, not the
+engine, and the engine takes as little as it can of the cores it shares with the hub.
 
 - ``GET  /v1/models``: one model.
 - ``POST /v1/chat/completions``: a fixed short answer with usage; with
-  ``"stream": true``, ``--chunks`` SSE chunks (no delay between them), a final chunk
-  with ``finish_reason`` and usage, then ``data: [DONE]``. A ``max_tokens`` below
-  ``--chunks`` ends the stream after that many content chunks, as an engine stops at
-  its limit.
+  ``"stream": true``, ``--chunks`` SSE chunks, a final chunk with ``finish_reason`` and
+  usage, then ``data: [DONE]``, each event its own write and its own HTTP chunk. A
+  ``max_tokens`` below ``--chunks`` ends the stream after that many content chunks, as an
+  engine stops at its limit. Anything else: 404; a body that is not JSON: 400.
 
 ``--chunk-delay-ms`` spaces the chunks of a stream (the scale scenarios: many slow
-streams at once), ``--answer-delay-s`` holds every non-streamed answer that long (a
-job that stays running while its watchers wait).
+streams at once). As a batching engine's decode step makes one token for every running
+sequence, one clock ticks for all streams: on each tick every running stream gets its
+next event. A stream's first event goes out with its head; its second on the first
+tick after that (within one delay), the rest one delay apart (more when the
+machine is too busy to keep the beat). Without a delay a
+stream's events are written one after another at once.
+``--answer-delay-s`` holds every non-streamed answer that long (a job that stays running
+while its watchers wait).
 
 Run: ``python bench/mock_engine.py --port 9100 [--model bench-model] [--chunks 20]``.
 It prints ``ready PORT`` on stdout once listening (port 0 picks a free port).
@@ -26,16 +34,19 @@ import asyncio
 import json
 import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+import httptools
+import uvloop
 
 CREATED = 1_764_115_200  # fixed: answers are identical from run to run
 ANSWER = "The quick brown fox jumps over the lazy dog."
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -43,7 +54,7 @@ def _dumps(obj: Any) -> bytes:
 
 
 class MockEngine:
-    """The ASGI app; all bodies are precomputed bytes."""
+    """What the engine answers; all bodies are precomputed bytes."""
 
     def __init__(
         self, model: str, chunks: int, chunk_delay_s: float = 0.0, answer_delay_s: float = 0.0
@@ -75,6 +86,7 @@ class MockEngine:
         )
         self.chunks = chunks
         self._stream_events_by_count = {chunks: self._stream_events(chunks)}
+        self.clock = _Clock(chunk_delay_s) if chunk_delay_s else None
         self.not_found_body = _dumps({"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def _stream_events(self, chunks: int) -> list[bytes]:
@@ -88,17 +100,18 @@ class MockEngine:
             }
             if usage is not None:
                 payload["usage"] = usage
-            return b"data: " + _dumps(payload) + b"\n\n"
+            return _chunk(b"data: " + _dumps(payload) + b"\n\n")
 
         events = [event({"role": "assistant", "content": ""}, None)]
         events += [event({"content": f"tok{i} "}, None) for i in range(chunks)]
         events.append(
             event({}, "stop", {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks})
         )
-        events.append(b"data: [DONE]\n\n")
+        events.append(_chunk(b"data: [DONE]\n\n"))
         return events
 
     def _events_for(self, max_tokens: object) -> list[bytes]:
+        """A stream's events, each already framed as one HTTP chunk."""
         count = self.chunks
         if isinstance(max_tokens, int) and 0 < max_tokens < count:
             count = max_tokens
@@ -107,77 +120,157 @@ class MockEngine:
             events = self._stream_events_by_count[count] = self._stream_events(count)
         return events
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"].rstrip("/")
-        method: str = scope["method"]
-        if method == "GET" and path == "/v1/models":
-            await _respond(send, 200, self.models_body)
-            return
-        if method == "POST" and path == "/v1/chat/completions":
-            body = await _read_body(receive)
+    def answer(self, conn: _Connection, method: bytes, path: str, body: bytes) -> None:
+        path = path.split("?", 1)[0].rstrip("/")
+        if method == b"GET" and path == "/v1/models":
+            conn.respond(200, self.models_body)
+        elif method == b"POST" and path == "/v1/chat/completions":
             try:
                 request = json.loads(body) if body else {}
                 stream = bool(request.get("stream"))
-            except ValueError:
-                await _respond(
-                    send, 400, _dumps({"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
+                max_tokens = request.get("max_tokens")
+            except (ValueError, AttributeError):
+                conn.respond(
+                    400, _dumps({"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
                 )
                 return
-            if stream:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-                    }
-                )
-                for n, chunk in enumerate(self._events_for(request.get("max_tokens"))):
-                    if n and self.chunk_delay_s:
-                        await asyncio.sleep(self.chunk_delay_s)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            else:
+            if not stream:
                 if self.answer_delay_s:
-                    await asyncio.sleep(self.answer_delay_s)
-                await _respond(send, 200, self.completion_body)
-            return
-        await _read_body(receive)
-        await _respond(send, 404, self.not_found_body)
+                    conn.later(self.answer_delay_s, 200, self.completion_body)
+                else:
+                    conn.respond(200, self.completion_body)
+                return
+            events = self._events_for(max_tokens)
+            if self.clock is None:
+                conn.write(_STREAM_HEAD + events[0])
+                for event in events[1:]:
+                    conn.write(event)
+                conn.finish(_LAST_CHUNK)
+            else:
+                conn.write(_STREAM_HEAD + events[0])
+                self.clock.join(conn, events)
+        else:
+            conn.respond(404, self.not_found_body)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(parts)
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+class _Clock:
+    """One timer for every running stream: each tick sends each its next event."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        # connection -> (its stream's events, the index of the next one to send)
+        self._running: dict[_Connection, tuple[list[bytes], int]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def join(self, conn: _Connection, events: list[bytes]) -> None:
+        self._running[conn] = (events, 1)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + self.period_s, self._tick)
+
+    def leave(self, conn: _Connection) -> None:
+        self._running.pop(conn, None)
+
+    def _tick(self) -> None:
+        running = self._running
+        finished = []
+        for conn, (events, index) in running.items():
+            conn.write(events[index])
+            index += 1
+            if index == len(events):
+                finished.append(conn)
+            else:
+                running[conn] = (events, index)
+        for conn in finished:
+            del running[conn]
+            conn.finish(_LAST_CHUNK)
+        if running:
+            assert self._timer is not None
+            loop = asyncio.get_running_loop()
+            # On the beat; after a late tick (a busy machine) the next waits half a period at least.
+            at = self._timer.when() + self.period_s
+            self._timer = loop.call_at(max(at, loop.time() + self.period_s / 2), self._tick)
+        else:
+            self._timer = None
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests (httptools) and writes the answers."""
+
+    def __init__(self, engine: MockEngine) -> None:
+        self.engine = engine
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = bytearray()
+        self.body: list[bytes] = []
+        self.keep_alive = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.keep_alive = False
+            self.respond(400, _dumps({"error": {"message": "bad request", "type": "invalid_request_error"}}))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.engine.clock is not None:
+            self.engine.clock.leave(self)
+
+    # httptools' callbacks
+    def on_message_begin(self) -> None:
+        self.url.clear()
+        self.body.clear()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        path = self.url.decode("latin-1")
+        self.engine.answer(self, self.parser.get_method(), path, b"".join(self.body))
+
+    # answers
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def finish(self, data: bytes) -> None:
+        self.write(data)
+        if not self.keep_alive and self.transport is not None:
+            self.transport.close()
+
+    def respond(self, status: int, body: bytes) -> None:
+        self.finish(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, _REASONS[status], len(body), body)
+        )
+
+    def later(self, delay_s: float, status: int, body: bytes) -> None:
+        asyncio.get_running_loop().call_later(delay_s, self.respond, status, body)
+
+
+async def _serve(engine: MockEngine, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(engine), sock=sock, backlog=2048)
+    async with server:
+        await server.serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -193,23 +286,13 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
-
-    config = uvicorn.Config(
-        MockEngine(args.model, args.chunks, args.chunk_delay_ms / 1000, args.answer_delay_s),
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-        backlog=2048,
-        timeout_keep_alive=75,
-    )
     sock.listen(2048)  # connections queue from here on, before the loop starts
+    engine = MockEngine(args.model, args.chunks, args.chunk_delay_ms / 1000, args.answer_delay_s)
     print(f"ready {port}", flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvloop.run(_serve(engine, sock))
+    except KeyboardInterrupt:
+        pass
     sys.exit(0)
 
 

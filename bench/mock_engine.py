@@ -245,8 +245,10 @@ class _Connection(asyncio.Protocol):
 
     # answers
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
+        transport = self.transport
+        # A client that left is closing before it is lost: uvloop refuses writes then.
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def finish(self, data: bytes) -> None:
         self.write(data)

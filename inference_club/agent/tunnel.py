@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -41,6 +41,7 @@ from ..tunnel.protocol import (
     DEFAULT_WINDOW,
     HELLO_TIMEOUT_S,
     MAX_FRAME_SIZE,
+    MAX_STREAMS,
     PROGRESS_VERSION,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -66,10 +67,12 @@ from .relay import Relay, RelayStreamError
 
 __all__ = [
     "PROTOCOL_VARIABLE",
+    "STREAMS_SPARE",
     "TUNNEL_PATH",
     "TunnelClient",
     "TunnelRefused",
     "offered_protocol",
+    "stream_limit",
     "tunnel_url",
 ]
 
@@ -173,6 +176,21 @@ class ClientLink:
         self._ws.transport.abort()
 
 
+STREAMS_SPARE = 64
+"""Streams beside the configured concurrency: the hub frees a call's slot as its answer
+ends, a moment before this side forgets the stream."""
+
+
+def stream_limit(max_concurrencies: Iterable[int]) -> int:
+    """Streams a tunnel takes at once (its hello's ``max_streams``): every service at its
+    ``max_concurrency`` at once, and spares; never fewer than the protocol's default, nor
+    more than a hello may offer.
+
+    Fewer would turn away calls the hub was told this agent takes.
+    """
+    return min(MAX_STREAMS, max(DEFAULT_MAX_STREAMS, sum(max_concurrencies) + STREAMS_SPARE))
+
+
 class TunnelClient:
     """The agent's tunnel transport; see the module docstring."""
 
@@ -185,7 +203,7 @@ class TunnelClient:
         *,
         window: int = DEFAULT_WINDOW,
         max_frame: int = MAX_FRAME_SIZE,
-        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams: int | None = None,
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         base_backoff_s: float = 1.0,
         max_backoff_s: float = MAX_BACKOFF_S,
@@ -195,7 +213,11 @@ class TunnelClient:
         self.url = tunnel_url(config.hub)
         self.window = window
         self.max_frame = max_frame
-        self.max_streams = max_streams
+        self.max_streams = (
+            max_streams
+            if max_streams is not None
+            else stream_limit(s.max_concurrency for s in config.services)
+        )
         self.hello_timeout_s = hello_timeout_s
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s

@@ -22,6 +22,7 @@ from inference_club.services.capacity import CircuitBreaker, SlotPool
 from inference_club.services.model_catalog import reachable_providers, why_no_provider
 from inference_club.services.registry import ProviderRegistry
 from inference_club.services.transports.base import (
+    TransportBusy,
     Transports,
     TransportTimeout,
     TransportUnavailable,
@@ -140,6 +141,7 @@ class Router:
         )
         tries = 1 + self._settings.failover_attempts
         last_error: Exception | None = None
+        only_busy = True  # every candidate tried was full, none failed
         for _ in range(tries):
             if not remaining:
                 break
@@ -152,20 +154,24 @@ class Router:
             else:
                 slot = await self.capacity.acquire(keys, timeout_s=self._settings.queue_timeout_s)
             if slot is None:
-                raise Busy(
-                    f"Every provider serving {request.model!r} is at capacity; try again shortly.",
-                    headers={"Retry-After": str(max(1, int(self._settings.queue_timeout_s)))},
-                )
+                raise self._busy(request.model)
             candidate = by_key[slot]
             remaining = [c for c in remaining if c.provider.id != candidate.provider.id]
             started = time.monotonic()
             try:
                 transport = self.transports.for_provider(candidate.provider)
                 response = await transport.send(candidate.provider, request)
+            except TransportBusy as exc:
+                # At its limit, not broken: its breaker is left alone.
+                log.info("provider %s busy: %s", candidate.provider.name, exc)
+                self.capacity.release(slot)
+                last_error = exc
+                continue
             except TransportUnavailable as exc:
                 log.warning("provider %s unavailable: %s", candidate.provider.name, exc)
                 self.finish(slot, candidate.provider.id, failed=True)
                 last_error = exc
+                only_busy = False
                 continue
             except TransportTimeout as exc:
                 self.finish(slot, candidate.provider.id, failed=True)
@@ -178,9 +184,20 @@ class Router:
                 await response.aclose()
                 self.finish(slot, candidate.provider.id, failed=True)
                 last_error = UpstreamError(f"provider answered {response.status}")
+                only_busy = False
                 continue
             return Attempt(candidate.provider, response, slot, started, self)
+        if last_error is not None and only_busy:
+            if background:
+                raise NoFreeSlot(request.model)
+            raise self._busy(request.model)
         raise UpstreamError(f"No provider could serve the request: {last_error}")
+
+    def _busy(self, model: str) -> Busy:
+        return Busy(
+            f"Every provider serving {model!r} is at capacity; try again shortly.",
+            headers={"Retry-After": str(max(1, int(self._settings.queue_timeout_s)))},
+        )
 
     def finish(self, slot: routing.SlotKey, provider_id: str, *, failed: bool) -> None:
         self.capacity.release(slot)

@@ -47,6 +47,7 @@ __all__ = [
     "HEADER",
     "MAX_DATA_CHUNK",
     "MAX_FRAME_SIZE",
+    "MAX_STREAMS",
     "PROGRESS_VERSION",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
@@ -85,6 +86,8 @@ DEFAULT_WINDOW = 256 * 1024
 """Initial per-stream credit: body bytes a sender may have unacknowledged."""
 MAX_WINDOW = 16 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 1024
+MAX_STREAMS = 1 << 20
+"""The most streams a hello may offer."""
 MIN_FRAME_SIZE = 16 * 1024
 
 PING_INTERVAL_S = 5.0
@@ -329,7 +332,7 @@ class Hello:
             protocol=version,
             window=_int(data, "window", DEFAULT_WINDOW, 1024, MAX_WINDOW),
             max_frame=_int(data, "max_frame", MAX_FRAME_SIZE, MIN_FRAME_SIZE, 64 * MAX_FRAME_SIZE),
-            max_streams=_int(data, "max_streams", DEFAULT_MAX_STREAMS, 1, 1 << 20),
+            max_streams=_int(data, "max_streams", DEFAULT_MAX_STREAMS, 1, MAX_STREAMS),
         )
 
 

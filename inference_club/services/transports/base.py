@@ -47,6 +47,12 @@ class TransportUnavailable(Exception):
     """The provider could not be reached; nothing was received. Safe to fail over."""
 
 
+class TransportBusy(TransportUnavailable):
+    """Every way to the provider is at its limit of requests at once (each of its tunnels
+    has as many streams open as its agent takes); nothing was sent. Not a failure of the
+    provider: another one may take the request, or this one a moment later."""
+
+
 class BadResponseHead(TransportUnavailable):
     """The agent's status or headers cannot be relayed; nothing of the answer was used."""
 

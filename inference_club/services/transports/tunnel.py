@@ -23,6 +23,7 @@ from inference_club.domain.providers import ProviderState
 from inference_club.services.transports.base import (
     BadResponseHead,
     BodyFactory,
+    TransportBusy,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
@@ -140,6 +141,8 @@ class TunnelTransport:
             return await self.relay.send(provider, request)
         except TransportUnavailable:
             if not self.holds(provider.id):
+                if self._full(provider.id):  # the tunnels here are open, only full
+                    raise self._busy(provider) from None
                 raise
         # The agent reconnected to this replica while the relay looked for a holder.
         return await self.send_local(provider, request)
@@ -190,9 +193,21 @@ class TunnelTransport:
             raise
         return TunnelResponse(tunnel, stream, response_head, body_task, self.upstream_timeout_s, self._done)
 
+    def _full(self, provider_id: str) -> bool:
+        """A tunnel of the provider held here is open but has all the streams its agent takes."""
+        return any(t.mux.accepts_streams and not t.routable for t in self.server.tunnels(provider_id))
+
+    def _busy(self, provider: ProviderState) -> TransportBusy:
+        limits = "/".join(str(t.mux.max_streams) for t in self.server.tunnels(provider.id))
+        return TransportBusy(
+            f"every tunnel of provider {provider.name!r} has all the streams its agent takes ({limits})"
+        )
+
     def _open_stream(self, provider: ProviderState) -> tuple[HubTunnel, Stream]:
         group = [t for t in self.server.tunnels(provider.id) if t.routable]
         if not group:
+            if self._full(provider.id):
+                raise self._busy(provider)
             raise TransportUnavailable(f"provider {provider.name!r} has no open tunnel")
         turn = next(self._turn) % len(group)
         ordered = sorted(group[turn:] + group[:turn], key=lambda t: t.load)

@@ -19,14 +19,18 @@ from inference_club.agent.discovery import Catalog
 from inference_club.agent.relay import Relay
 from inference_club.agent.tunnel import (
     PROTOCOL_VARIABLE,
+    STREAMS_SPARE,
     ClientLink,
     DeliveringConnection,
     TunnelClient,
     offered_protocol,
+    stream_limit,
     tunnel_url,
 )
 from inference_club.tunnel.mux import MAX_BATCH
 from inference_club.tunnel.protocol import (
+    DEFAULT_MAX_STREAMS,
+    MAX_STREAMS,
     PROTOCOL_VERSION,
     GoAway,
     Hello,
@@ -49,19 +53,47 @@ def test_tunnel_url(hub: str, url: str) -> None:
     assert tunnel_url(hub) == url
 
 
-def make_client(port: int) -> TunnelClient:
+def make_client(port: int, *, concurrency: tuple[int, ...] = (4,)) -> TunnelClient:
     config = build_config(
         {
             "hub": f"http://127.0.0.1:{port}",
             "key": "k",
             "name": "rig",
             "transport": "tunnel",
-            "services": [{"type": "llm", "url": "http://127.0.0.1:9/v1", "discover": False}],
+            "services": [
+                {"type": "llm", "url": f"http://127.0.0.1:9/v{i}", "discover": False, "max_concurrency": n}
+                for i, n in enumerate(concurrency, start=1)
+            ],
         }
     )
     catalog = Catalog(config.services)
     client = TunnelClient(config, Relay(catalog), base_backoff_s=0.05, max_backoff_s=0.2)
     return client
+
+
+def test_a_tunnel_takes_at_least_as_many_streams_as_its_services_take_calls() -> None:
+    assert stream_limit([4, 8]) == DEFAULT_MAX_STREAMS
+    assert stream_limit([1500, 600]) == 2100 + STREAMS_SPARE
+    assert stream_limit([10**9]) == MAX_STREAMS  # what a hello may offer at most
+    assert make_client(9).max_streams == DEFAULT_MAX_STREAMS
+
+
+async def test_the_hello_offers_the_streams_the_services_take() -> None:
+    hellos: list[Hello] = []
+
+    async def hub(ws: ServerConnection) -> None:
+        hellos.append(Hello.from_frame(decode_frame(await ws.recv())))  # type: ignore[arg-type]
+        await ws.send(Welcome(provider_id="prov_1", tunnel_id="tun_1").to_frame().encode())
+        await ws.wait_closed()
+
+    async with serve(hub, "127.0.0.1", 0) as server:
+        client = make_client(server.sockets[0].getsockname()[1], concurrency=(1500, 600))
+        await client.start()
+        try:
+            await eventually(lambda: client.registered.is_set())
+        finally:
+            await client.stop()
+    assert hellos[0].max_streams == 2100 + STREAMS_SPARE
 
 
 async def run_against(

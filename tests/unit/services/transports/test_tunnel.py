@@ -13,11 +13,15 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
 from inference_club.domain.providers import ProviderState
+from inference_club.errors import Busy
+from inference_club.services.router import NoFreeSlot
 from inference_club.services.transports.base import (
     BadResponseHead,
     BodyFactory,
+    TransportBusy,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
@@ -34,6 +38,8 @@ from inference_club.tunnel.protocol import (
 from tests.polling import eventually
 from tests.unit.services.built_hub import Built
 from tests.unit.services.transports.tunnel_rig import FakeAgent, Request, read_body
+
+EMBEDDINGS = BY_NAME["embeddings"]
 
 
 async def connect(
@@ -321,19 +327,49 @@ async def test_each_request_goes_to_the_least_loaded_tunnel(built: Built, agents
         await response.aclose()
 
 
-async def test_a_full_tunnel_takes_no_more_streams(built: Built, agents: list[FakeAgent]) -> None:
-    async def hold(req: Request) -> None:
-        await read_body(req.stream)
-        req.stream.send_head(ResponseHead(200, []).to_frame(req.stream.id))
+async def hold(req: Request) -> None:
+    """Answers with a head and keeps the stream open."""
+    await read_body(req.stream)
+    req.stream.send_head(ResponseHead(200, []).to_frame(req.stream.id))
 
+
+async def test_a_full_tunnel_takes_no_more_streams(built: Built, agents: list[FakeAgent]) -> None:
     _, provider = await connect(built, agents, handler=hold, max_streams=1)
     sender = transport(built)
     held = await sender.send(provider, request(b"{}"))
-    with pytest.raises(TransportUnavailable):
+    with pytest.raises(TransportBusy, match=r"all the streams its agent takes \(1\)"):
         await sender.send(provider, request(b"{}"))
     await held.aclose()
     again = await sender.send(provider, request(b"{}"))
     await again.aclose()
+
+
+async def test_the_router_answers_busy_for_a_full_tunnel_and_leaves_its_breaker_alone(
+    built: Built, agents: list[FakeAgent]
+) -> None:
+    """The agent takes more calls than its tunnel takes streams: the calls beyond are busy
+    (503, try again), as for a provider at capacity, and do not count as failures."""
+    _, provider = await connect(built, agents, handler=hold, max_streams=1)
+    built.hub.transports.by_name["tunnel"] = transport(built)
+    router = built.hub.router
+    # The tunnel's provider alone (the built hub's direct provider has no transport here).
+    found = [c for c in router.candidates(built.principal, EMBEDDINGS, "emb") if c.provider.id == provider.id]
+    assert len(found) == 1
+    held = await router.open(built.principal, EMBEDDINGS, request(b"{}"), found=found)
+    try:
+        for _ in range(built.hub.settings.breaker_failures + 1):
+            with pytest.raises(Busy) as busy:
+                await router.open(built.principal, EMBEDDINGS, request(b"{}"), found=found)
+            assert busy.value.headers is not None and "Retry-After" in busy.value.headers
+        with pytest.raises(NoFreeSlot):  # a job waits in its queue: this was no attempt
+            await router.open(built.principal, EMBEDDINGS, request(b"{}"), background=True, found=found)
+        assert not router.breaker.is_open(provider.id)
+        assert router.capacity.load(held.slot) == 1  # only the held call's slot is taken
+    finally:
+        await held.close()
+    again = await router.open(built.principal, EMBEDDINGS, request(b"{}"), found=found)
+    assert again.provider.id == provider.id
+    await again.close()
 
 
 class RecordingRelay:
@@ -359,3 +395,16 @@ async def test_the_relay_is_used_only_without_a_local_tunnel(built: Built, agent
     with pytest.raises(TransportUnavailable, match="relayed"):
         await sender.send(elsewhere, request(b"{}"))
     assert relay.sent == [elsewhere.id]
+
+
+async def test_a_full_tunnel_here_tries_the_relay_then_is_busy(built: Built, agents: list[FakeAgent]) -> None:
+    relay = RecordingRelay()
+    sender = TunnelTransport(built.hub.tunnels, relay=relay)
+    _, provider = await connect(built, agents, handler=hold, max_streams=1)
+    held = await sender.send(provider, request(b"{}"))
+    try:
+        with pytest.raises(TransportBusy):  # not the relay's "relayed"
+            await sender.send(provider, request(b"{}"))
+        assert relay.sent == [provider.id]  # another replica may hold a tunnel with room
+    finally:
+        await held.aclose()

@@ -42,6 +42,7 @@ from inference_club.domain.providers import ProviderState
 from inference_club.errors import InvalidRequest
 from inference_club.services.transports.base import (
     BadResponseHead,
+    TransportBusy,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
@@ -246,6 +247,7 @@ class RelayClient:
         # everything else that needs the shared state.
         failed: set[Holder] = set()
         failures: list[str] = []
+        full = 0  # of the failures, holders whose tunnels had no stream to spare
         deadline: float | None = None
         waiting = False
         while True:
@@ -257,12 +259,16 @@ class RelayClient:
                 except BadResponseHead:
                     raise
                 except TransportUnavailable as exc:
-                    # A replica that died or lost the tunnel since it claimed it: try the next one.
+                    # A replica that died, lost the tunnel since it claimed it or has it full:
+                    # try the next one.
                     failed.add(holder)
                     failures.append(f"{holder.replica_id}: {exc}")
+                    full += isinstance(exc, TransportBusy)
                     continue
                 self.relayed += 1
                 return response
+            if failures and full == len(failures):  # all there, only full: no use waiting
+                raise TransportBusy(f"provider {provider.name!r}: {'; '.join(failures)}")
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.holder_wait_s
@@ -333,6 +339,8 @@ class RelayClient:
             raise TransportTimeout(message)
         if failure == "bad_head":
             raise BadResponseHead(message)
+        if failure == "busy":
+            raise TransportBusy(message)
         if not failure:
             # Not a relay answer at all: a wrong secret, a replica without relaying, a wrong URL.
             log.warning(

@@ -37,10 +37,11 @@ from inference_club.cluster.relay import (
     encode_answer,
 )
 from inference_club.domain.providers import ProviderState
-from inference_club.errors import AuthError, NotFound, UpstreamError, UpstreamTimeout
+from inference_club.errors import AuthError, Busy, NotFound, UpstreamError, UpstreamTimeout
 from inference_club.services.container import Hub
 from inference_club.services.transports.base import (
     BadResponseHead,
+    TransportBusy,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
@@ -161,6 +162,8 @@ async def _relay(
         response = await transport.send_local(provider, request)
     except BadResponseHead as exc:
         raise UpstreamError(str(exc), headers={FAILURE_HEADER: "bad_head"}) from exc
+    except TransportBusy as exc:
+        raise Busy(str(exc), headers={FAILURE_HEADER: "busy"}) from exc
     except TransportUnavailable as exc:
         raise UpstreamError(str(exc), headers={FAILURE_HEADER: "unavailable"}) from exc
     except TransportTimeout as exc:

@@ -42,6 +42,7 @@ from inference_club.domain.providers import ProviderState
 from inference_club.errors import InvalidRequest
 from inference_club.services.transports.base import (
     BadResponseHead,
+    TransportBusy,
     TransportTimeout,
     TransportUnavailable,
     UpstreamRequest,
@@ -314,7 +315,12 @@ async def test_a_relayed_request_is_signed_and_its_answer_streamed_back(holding:
 @in_module_loop
 @pytest.mark.parametrize(
     ("failure", "error"),
-    [("timeout", TransportTimeout), ("bad_head", BadResponseHead), ("unavailable", TransportUnavailable)],
+    [
+        ("timeout", TransportTimeout),
+        ("bad_head", BadResponseHead),
+        ("unavailable", TransportUnavailable),
+        ("busy", TransportBusy),
+    ],
 )
 async def test_a_holders_failure_header_becomes_the_transport_error(
     holding: HoldingReplica, failure: str, error: type[Exception]
@@ -374,6 +380,28 @@ async def test_when_no_holder_answers_each_one_is_named(holding: HoldingReplica)
     message = str(caught.value)
     assert "no replica holding its tunnel answered" in message
     assert "replica-dead: " in message and "replica-a: agent said: unavailable" in message
+
+
+@in_module_loop
+async def test_holders_that_are_all_full_make_the_request_busy_at_once(holding: HoldingReplica) -> None:
+    """No waiting for another holder (as for holders that failed): they are there, only full.
+    With one holder failing besides, the request is unavailable, as the router fails it."""
+    both_full = Directory(
+        {PROVIDER_ID: [holding.holder("busy", "replica-a"), holding.holder("busy", "replica-c")]}
+    )
+    one_failing = Directory(
+        {PROVIDER_ID: [holding.holder("busy", "replica-a"), holding.holder("unavailable", "replica-c")]}
+    )
+    async with httpx.AsyncClient(timeout=10) as http:
+        relay = RelayClient(http, both_full, ClusterSigner(SECRET), expect_holder=lambda _: True)  # type: ignore[arg-type]
+        with pytest.raises(TransportBusy) as caught:
+            await relay.send(provider(), _request())
+        assert "replica-a: agent said: busy" in str(caught.value) and "replica-c" in str(caught.value)
+        assert relay.waited == 0
+        relay = RelayClient(http, one_failing, ClusterSigner(SECRET), holder_wait_s=0.1)  # type: ignore[arg-type]
+        with pytest.raises(TransportUnavailable) as failed:
+            await relay.send(provider(), _request())
+        assert type(failed.value) is TransportUnavailable
 
 
 @in_module_loop

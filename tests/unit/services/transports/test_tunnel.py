@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from inference_club.cluster.relay import FAILURE_HEADER
 from inference_club.domain.endpoints import BY_NAME
 from inference_club.domain.http_headers import ANSWER_HEADERS_NOT_RELAYED
 from inference_club.domain.providers import ProviderState
@@ -28,6 +29,7 @@ from inference_club.services.transports.base import (
     UpstreamResponse,
 )
 from inference_club.services.transports.tunnel import TunnelResponse, TunnelTransport
+from inference_club.surfaces.http import internal_relay
 from inference_club.tunnel.protocol import (
     DEFAULT_WINDOW,
     FrameType,
@@ -395,6 +397,27 @@ async def test_the_relay_is_used_only_without_a_local_tunnel(built: Built, agent
     with pytest.raises(TransportUnavailable, match="relayed"):
         await sender.send(elsewhere, request(b"{}"))
     assert relay.sent == [elsewhere.id]
+
+
+async def test_a_full_tunnel_here_answers_a_relaying_replica_busy(
+    built: Built, agents: list[FakeAgent]
+) -> None:
+    """What ``POST /internal/relay/...`` answers another replica when the tunnel here is
+    full: busy, flagged so that replica's relay raises TransportBusy, and nothing sent."""
+    _, provider = await connect(built, agents, handler=hold, max_streams=1)
+    sender = transport(built)
+    held = await sender.send(provider, request(b"{}"))
+    sent: list[object] = []
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    try:
+        with pytest.raises(Busy) as busy:
+            await internal_relay._relay(sender, provider, request(b"{}"), send)
+        assert busy.value.headers == {FAILURE_HEADER: "busy"} and sent == []
+    finally:
+        await held.aclose()
 
 
 async def test_a_full_tunnel_here_tries_the_relay_then_is_busy(built: Built, agents: list[FakeAgent]) -> None:

@@ -141,14 +141,13 @@ class MockEngine:
                     conn.respond(200, self.completion_body)
                 return
             events = self._events_for(max_tokens)
-            if self.clock is None:
-                conn.write(_STREAM_HEAD + events[0])
-                for event in events[1:]:
-                    conn.write(event)
-                conn.finish(_LAST_CHUNK)
-            else:
-                conn.write(_STREAM_HEAD + events[0])
+            conn.write(_STREAM_HEAD + events[0])
+            if self.clock is not None:
                 self.clock.join(conn, events)
+                return
+            for event in events[1:]:
+                conn.write(event)
+            conn.finish(_LAST_CHUNK)
         else:
             conn.respond(404, self.not_found_body)
 
